@@ -1,0 +1,1 @@
+"""Shipped blocklists, read with importlib.resources."""

@@ -1,0 +1,1 @@
+"""The aidns command line."""

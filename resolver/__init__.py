@@ -1,0 +1,1 @@
+"""The query-handling core of aidns."""
