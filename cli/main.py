@@ -1,0 +1,33 @@
+"""The `aidns` command: one typer app, each command thin over aidns.resolver."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import typer
+
+from aidns.cli.serve import serve
+
+app = typer.Typer(
+    name="aidns",
+    help="A DNS sinkhole for one machine that knows which AI tool phones home.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aidns {importlib.metadata.version('aidns')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """A DNS sinkhole for one machine that knows which AI tool phones home."""
+
+
+app.command()(serve)

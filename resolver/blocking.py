@@ -1,0 +1,37 @@
+"""The blocking stage: sinkholes names on block lists, tags watched and allowed ones.
+
+Description:
+    Looks the query name up in the DomainMatcher. A blocked name is answered at once with
+    the configured block response; a watched or allowed name is tagged and passed on.
+Configuration:
+    block_response (null, nxdomain, refused, or "<IPv4>,<IPv6>"), block_ttl_s.
+Example:
+    block_response: "0.0.0.0,::"
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from aidns.resolver.lists import DomainMatcher
+from aidns.resolver.query import Action, Query
+from aidns.resolver.replies import BlockResponse
+
+
+class BlockingStage:
+    name: ClassVar[str] = "blocking"
+
+    def __init__(self, matcher: DomainMatcher, block_response: BlockResponse) -> None:
+        self.matcher = matcher
+        self.block_response = block_response
+        self.paused = False
+
+    def answer(self, query: Query) -> bool:
+        decision = self.matcher.decide(query.qname)
+        if decision is None:
+            return False
+        query.decision = decision
+        if decision.action is not Action.BLOCKED or self.paused:
+            return False
+        query.response = self.block_response.answer(query)
+        return True

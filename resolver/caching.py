@@ -1,0 +1,208 @@
+"""The answer cache: upstream answers kept for their TTL, served with TTLs counted down.
+
+Description:
+    Positive answers live for their smallest TTL, negative ones (NXDOMAIN, NODATA) for the
+    SOA's TTL capped by its MINIMUM field (RFC 2308). Entries are stored as the upstream's
+    bytes after the question plus the offsets of every TTL, so a hit is served by patching
+    a few integers, not by parsing. The client's OPT record is our own, never the upstream's.
+Configuration:
+    cache_size (entries, 0 turns caching off), cache_max_ttl_s, cache_min_ttl_s.
+Example:
+    cache_size: 20000
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+from aidns.resolver.query import OPT, Action, Decision, Query, Rcode
+from aidns.resolver.replies import edns_record
+
+_RR_FIXED = struct.Struct("!HHIH")
+_TTL = struct.Struct("!I")
+_COUNTS = struct.Struct("!HHHH")
+TYPE_SOA = 6
+MAX_TTL_S = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    size: int = 20000
+    max_ttl_s: int = MAX_TTL_S
+    min_ttl_s: int = 0
+
+    def describe(self) -> str:
+        return f"cache: {self.size} entries, TTLs kept between {self.min_ttl_s} and {self.max_ttl_s} s"
+
+
+class CachedAnswer:
+    """An upstream answer stripped of header, question and OPT; rendered once per second of age."""
+
+    __slots__ = ("counts", "expires_at", "flags", "rendered", "rendered_age", "rest", "stored_at", "ttls")
+
+    def __init__(self, flags: int, counts: tuple[int, int, int], rest: bytes, ttls: list[tuple[int, int]], ttl_s: int):
+        now = time.monotonic()
+        self.flags = flags
+        self.counts = counts
+        self.rest = rest
+        self.ttls = ttls
+        self.stored_at = now
+        self.expires_at = now + ttl_s
+        self.rendered_age = 0
+        self.rendered = rest
+
+    def body(self, now: float) -> bytes:
+        age = int(now - self.stored_at)
+        if age != self.rendered_age:
+            patched = bytearray(self.rest)
+            for offset, ttl in self.ttls:
+                _TTL.pack_into(patched, offset, max(ttl - age, 0))
+            self.rendered = bytes(patched)
+            self.rendered_age = age
+        return self.rendered
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    while True:
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length & 0xC0 == 0xC0:
+            return pos + 2
+        if length > 63:
+            raise ValueError("bad label")
+        pos += 1 + length
+
+
+def parse_answer(response: bytes, question_end: int, config: CacheConfig) -> CachedAnswer | None:
+    """A cache entry for a response, or None when it must not be cached."""
+    if len(response) < question_end:
+        return None
+    flags = response[2] << 8 | response[3]
+    rcode = flags & 0xF
+    if flags & 0x0200 or rcode not in (Rcode.NOERROR, Rcode.NXDOMAIN):
+        return None
+    answers, authority, additional = struct.unpack_from("!HHH", response, 6)
+    ttls: list[tuple[int, int]] = []
+    kept: list[bytes] = []
+    kept_additional = 0
+    answer_ttl: int | None = None
+    negative_ttl: int | None = None
+    pos = question_end
+    try:
+        for index in range(answers + authority + additional):
+            start = pos
+            pos = _skip_name(response, pos)
+            rtype, _rclass, ttl, rdlength = _RR_FIXED.unpack_from(response, pos)
+            end = pos + 10 + rdlength
+            if end > len(response):
+                return None
+            if rtype == OPT:
+                if index != answers + authority + additional - 1:
+                    return None  # later records could point past it
+                pos = end
+                continue
+            offset = sum(map(len, kept)) + (pos - start) + 4
+            ttls.append((offset, ttl))
+            if index < answers:
+                answer_ttl = ttl if answer_ttl is None else min(answer_ttl, ttl)
+            elif index < answers + authority and rtype == TYPE_SOA:
+                minimum = struct.unpack_from("!I", response, end - 4)[0]
+                negative_ttl = min(ttl, minimum)
+            if index >= answers + authority:
+                kept_additional += 1
+            kept.append(response[start:end])
+            pos = end
+    except (IndexError, struct.error, ValueError):
+        return None
+    if rcode == Rcode.NOERROR and answer_ttl is not None:
+        ttl_s = answer_ttl
+    elif negative_ttl is not None:
+        ttl_s = negative_ttl
+    else:
+        return None
+    ttl_s = min(max(ttl_s, config.min_ttl_s), config.max_ttl_s)
+    if ttl_s <= 0:
+        return None
+    if config.min_ttl_s:
+        ttls = [(offset, max(ttl, config.min_ttl_s)) for offset, ttl in ttls]
+    return CachedAnswer(flags, (answers, authority, kept_additional), b"".join(kept), ttls, ttl_s)
+
+
+class AnswerCache:
+    """Bounded map from (name, type, class, DO, CD) to CachedAnswer; oldest entries go first."""
+
+    def __init__(self, config: CacheConfig) -> None:
+        self.config = config
+        self._entries: dict[bytes, CachedAnswer] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def answer(self, query: Query, now: float) -> bytes | None:
+        entry = self._entries.get(query.cache_key())
+        if entry is None or entry.expires_at <= now:
+            self.misses += 1
+            return None
+        self.hits += 1
+        raw = query.raw
+        answers, authority, additional = entry.counts
+        opt = b""
+        if query.has_edns:
+            opt = edns_record(query.dnssec_ok)
+            additional += 1
+        flags = entry.flags
+        return b"".join(
+            (
+                raw[:2],
+                bytes(((flags >> 8) & 0xFE) | (raw[2] & 0x01), (flags & 0xEF) | (raw[3] & 0x10)),
+                _COUNTS.pack(1, answers, authority, additional),
+                raw[12 : query.question_end],
+                entry.body(now),
+                opt,
+            )
+        )
+
+    def store(self, query: Query, response: bytes) -> None:
+        if self.config.size <= 0:
+            return
+        entry = parse_answer(response, query.question_end, self.config)
+        if entry is None:
+            return
+        key = query.cache_key()
+        with self._lock:
+            entries = self._entries
+            entries.pop(key, None)
+            while len(entries) >= self.config.size:
+                del entries[next(iter(entries))]
+            entries[key] = entry
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_CACHED = Decision(Action.CACHED)
+
+
+class CachingStage:
+    name: ClassVar[str] = "caching"
+
+    def __init__(self, cache: AnswerCache) -> None:
+        self.cache = cache
+
+    def answer(self, query: Query) -> bool:
+        response = self.cache.answer(query, time.monotonic())
+        if response is None:
+            return False
+        if query.decision is None:
+            query.decision = _CACHED
+        query.response = response
+        return True

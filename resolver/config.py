@@ -1,0 +1,343 @@
+"""Settings from the config file, the environment and flags, in that order of weakness."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aidns.resolver.caching import CacheConfig
+from aidns.resolver.errors import ConfigError
+from aidns.resolver.replies import BlockResponse
+from aidns.resolver.server import ListenAddress, parse_listen
+from aidns.resolver.upstream import Scheme, UpstreamSpec, parse_upstream
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = ("127.0.0.1:53", "[::1]:53")
+# Quad9: no logging of client addresses, DNSSEC-validating, reachable over DoT on 853.
+FALLBACK_UPSTREAM = "tls://9.9.9.9#dns.quad9.net"
+RESOLV_CONF_PATHS = (Path("/etc/resolv.conf"), Path("/run/systemd/resolve/resolv.conf"))
+REMEMBERED_UPSTREAMS = "upstreams.remembered"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def default_config_path() -> Path:
+    if _is_root():
+        return Path("/etc/aidns/config.yaml")
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "aidns" / "config.yaml"
+
+
+def default_data_dir() -> Path:
+    if _is_root():
+        return Path("/var/lib/aidns")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "aidns"
+
+
+def shipped_lists_dir() -> Path:
+    return Path(str(resources.files("aidns.blocklists")))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `serve` needs, resolved and checked."""
+
+    listen: tuple[ListenAddress, ...]
+    upstreams: tuple[UpstreamSpec, ...]
+    upstream_source: str
+    upstreams_from_system: bool
+    allow_nets: tuple[Network, ...]
+    block_response: BlockResponse
+    cache: CacheConfig
+    upstream_timeout_s: float
+    tcp_idle_timeout_s: float
+    log_level: str
+    data_dir: Path
+    config_path: Path | None
+    block: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    disabled_lists: tuple[str, ...] = ()
+    enabled_lists: tuple[str, ...] = ()
+    list_dirs: tuple[Path, ...] = field(default=())
+
+    def describe(self) -> list[str]:
+        """One line per setting, in pipeline order, for the start-up log and `serve --check`."""
+        return [
+            f"config: {self.config_path or '(none)'}",
+            f"data dir: {self.data_dir}",
+            f"listen: {', '.join(map(str, self.listen))}",
+            f"access: loopback{''.join(', ' + str(n) for n in self.allow_nets)}",
+            f"blocking: block_response {self.block_response}, ttl {self.block_response.ttl_s} s; "
+            f"lists from {', '.join(map(str, self.list_dirs))}",
+            self.cache.describe(),
+            f"forwarding: {', '.join(map(str, self.upstreams))} ({self.upstream_source}), "
+            f"timeout {self.upstream_timeout_s:g} s",
+        ]
+
+
+KNOWN_KEYS = {
+    "listen": "list of ADDR:PORT",
+    "upstream": "list of upstream servers",
+    "allow_net": "list of CIDRs",
+    "block_response": "null | nxdomain | refused | <IPv4>,<IPv6>",
+    "block_ttl": "seconds",
+    "cache_size": "entries",
+    "cache_max_ttl": "seconds",
+    "cache_min_ttl": "seconds",
+    "upstream_timeout": "seconds",
+    "tcp_idle_timeout": "seconds",
+    "log_level": "debug | info | warning | error",
+    "data_dir": "path",
+    "block": "list of names to block",
+    "allow": "list of names to allow",
+    "lists": "mapping: enable / disable, each a list of list names",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """A parsed config file: its values and the line each key is on."""
+
+    path: Path | None
+    values: Mapping[str, Any]
+    lines: Mapping[str, int]
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{key}: {message}", source=str(self.path) if self.path else None, line=self.lines.get(key))
+
+
+def read_config_file(path: Path | None, required: bool) -> ConfigFile:
+    if path is None or (not required and not path.exists()):
+        return ConfigFile(None, {}, {})
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("config is not UTF-8 text", source=str(path)) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+            source=str(path),
+            line=mark.line + 1 if mark is not None else None,
+        ) from None
+    if values is None:
+        return ConfigFile(path, {}, {})
+    if not isinstance(values, dict) or not isinstance(node, yaml.MappingNode):
+        raise ConfigError("the config must be a mapping of keys to values", source=str(path), line=1)
+    lines = {str(key.value).replace("-", "_"): key.start_mark.line + 1 for key, _ in node.value}
+    normalized = {str(key).replace("-", "_"): value for key, value in values.items()}
+    config = ConfigFile(path, normalized, lines)
+    for key in normalized:
+        if key not in KNOWN_KEYS:
+            raise config.error(key, f"unknown key; known keys: {', '.join(KNOWN_KEYS)}")
+    return config
+
+
+def _as_list(config: ConfigFile, key: str) -> list[str] | None:
+    value = config.values.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str | int | float):
+        return [str(value)]
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return [str(v) for v in value]
+    raise config.error(key, f"expected {KNOWN_KEYS[key]}, got {value!r}")
+
+
+def _as_number(config: ConfigFile, key: str, flag: float | None, default: float, minimum: float) -> float:
+    if flag is not None:
+        value: Any = flag
+    else:
+        value = config.values.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        raise config.error(key, f"expected a number of {KNOWN_KEYS[key]} of at least {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def load_settings(
+    *,
+    config_path: Path | None = None,
+    data_dir: Path | None = None,
+    listen: Sequence[str] = (),
+    upstream: Sequence[str] = (),
+    allow_net: Sequence[str] = (),
+    block_response: str | None = None,
+    cache_size: int | None = None,
+    upstream_timeout_s: float | None = None,
+    log_level: str | None = None,
+    resolv_conf: Sequence[Path] = RESOLV_CONF_PATHS,
+) -> Settings:
+    """Merge flags over the config file over defaults; every error names its source."""
+    explicit = config_path is not None
+    config = read_config_file(config_path or default_config_path(), required=explicit)
+    where = f"{config.path}" if config.path else "flags"
+
+    if data_dir is None:
+        configured = config.values.get("data_dir")
+        data_dir = Path(str(configured)).expanduser() if configured else default_data_dir()
+
+    listen_texts = list(listen) or _as_list(config, "listen") or list(DEFAULT_LISTEN)
+    try:
+        listen_addresses = tuple(dict.fromkeys(parse_listen(text) for text in listen_texts))
+    except ConfigError as exc:
+        raise (exc if listen else config.error("listen", str(exc).removeprefix("listen: "))) from None
+
+    nets: list[Network] = []
+    for text in list(allow_net) or _as_list(config, "allow_net") or []:
+        try:
+            nets.append(ipaddress.ip_network(text, strict=False))
+        except ValueError as exc:
+            if allow_net:
+                raise ConfigError(f"--allow-net: {exc}") from None
+            raise config.error("allow_net", str(exc)) from None
+
+    ttl = int(_as_number(config, "block_ttl", None, 60, 0))
+    response_text = block_response or config.values.get("block_response") or "null"
+    try:
+        sinkhole = BlockResponse.parse(str(response_text), ttl_s=ttl)
+    except ConfigError as exc:
+        if block_response:
+            raise
+        raise config.error("block_response", str(exc).removeprefix("block_response: ")) from None
+
+    cache = CacheConfig(
+        size=int(_as_number(config, "cache_size", cache_size, 20000, 0)),
+        max_ttl_s=int(_as_number(config, "cache_max_ttl", None, 86400, 0)),
+        min_ttl_s=int(_as_number(config, "cache_min_ttl", None, 0, 0)),
+    )
+
+    level = (log_level or str(config.values.get("log_level", "info"))).lower()
+    if level not in LOG_LEVELS:
+        message = f"{level!r} is not one of {', '.join(LOG_LEVELS)}"
+        raise ConfigError(f"--log-level: {message}") if log_level else config.error("log_level", message)
+
+    upstream_texts = list(upstream) or _as_list(config, "upstream")
+    from_system = False
+    if upstream_texts:
+        source = "from flags" if upstream else f"from {where}"
+        try:
+            upstreams = tuple(parse_upstream(text) for text in upstream_texts)
+        except ConfigError as exc:
+            raise (exc if upstream else config.error("upstream", str(exc))) from None
+    else:
+        upstreams, source, from_system = default_upstreams(data_dir, resolv_conf)
+    check_no_loop(upstreams, listen_addresses)
+
+    lists_config = config.values.get("lists") or {}
+    if not isinstance(lists_config, dict) or set(lists_config) - {"enable", "disable"}:
+        raise config.error("lists", "expected a mapping with `enable` and/or `disable` lists of list names")
+
+    return Settings(
+        listen=listen_addresses,
+        upstreams=upstreams,
+        upstream_source=source,
+        upstreams_from_system=from_system,
+        allow_nets=tuple(nets),
+        block_response=sinkhole,
+        cache=cache,
+        upstream_timeout_s=_as_number(config, "upstream_timeout", upstream_timeout_s, 2.0, 0.05),
+        tcp_idle_timeout_s=_as_number(config, "tcp_idle_timeout", None, 10.0, 0.1),
+        log_level=level,
+        data_dir=data_dir,
+        config_path=config.path,
+        block=tuple(_as_list(config, "block") or ()),
+        allow=tuple(_as_list(config, "allow") or ()),
+        disabled_lists=tuple(map(str, lists_config.get("disable") or ())),
+        enabled_lists=tuple(map(str, lists_config.get("enable") or ())),
+        list_dirs=(shipped_lists_dir(), data_dir / "lists"),
+    )
+
+
+def nameservers_from(resolv_conf: Path) -> list[str]:
+    """The non-loopback `nameserver` lines of a resolv.conf; [] when unreadable."""
+    try:
+        text = resolv_conf.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    servers = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            try:
+                address = ipaddress.ip_address(fields[1].split("%", 1)[0])
+            except ValueError:
+                continue
+            if not address.is_loopback and not address.is_unspecified:
+                servers.append(fields[1])
+    return servers
+
+
+def default_upstreams(
+    data_dir: Path, resolv_conf: Sequence[Path]
+) -> tuple[tuple[UpstreamSpec, ...], str, bool]:
+    """(upstreams, where they came from, whether to remember them): remembered ones, else the
+    system's non-loopback nameservers, else public DoT."""
+    remembered = data_dir / REMEMBERED_UPSTREAMS
+    try:
+        texts = [line.strip() for line in remembered.read_text().splitlines() if line.strip()]
+        if texts:
+            return tuple(parse_upstream(text) for text in texts), f"remembered in {remembered}", False
+    except OSError:
+        pass
+    except ConfigError as exc:
+        log.warning("ignoring %s: %s", remembered, exc)
+    for path in resolv_conf:
+        servers = nameservers_from(path)
+        if servers:
+            specs = tuple(parse_upstream(f"[{s}]" if ":" in s else s) for s in servers)
+            return specs, f"from {path}", True
+    nowhere = ", ".join(map(str, resolv_conf))
+    return (parse_upstream(FALLBACK_UPSTREAM),), f"built-in default: no nameserver in {nowhere}", False
+
+
+def remember_upstreams(settings: Settings) -> None:
+    """Keep the system's upstreams, so they survive the system later pointing at aidns."""
+    if not settings.upstreams_from_system:
+        return
+    remembered = settings.data_dir / REMEMBERED_UPSTREAMS
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        remembered.write_text("".join(f"{spec}\n" for spec in settings.upstreams))
+    except OSError as exc:
+        log.warning("cannot remember upstreams in %s: %s", remembered, exc.strerror)
+        return
+    log.info("remembered upstreams %s in %s", ", ".join(map(str, settings.upstreams)), remembered)
+
+
+def check_no_loop(upstreams: Sequence[UpstreamSpec], listen: Sequence[ListenAddress]) -> None:
+    """Refuse an upstream that is one of our own listen addresses: we would ask ourselves."""
+    for spec in upstreams:
+        if spec.scheme not in (Scheme.UDP, Scheme.TCP, Scheme.TLS, Scheme.HTTPS):
+            continue
+        try:
+            target = ipaddress.ip_address(spec.host)
+        except ValueError:
+            continue
+        for address in listen:
+            ours = ipaddress.ip_address(address.host)
+            same_host = ours == target or (ours.is_unspecified and target.version == ours.version)
+            if same_host and address.port == spec.port and spec.port != 0:
+                raise ConfigError(
+                    f"upstream {spec} is aidns's own listen address {address}: queries would loop. "
+                    "Give the real upstream with --upstream (see `aidns serve --help`)."
+                )

@@ -1,0 +1,27 @@
+"""The errors aidns raises on purpose; anything else is a bug."""
+
+from __future__ import annotations
+
+
+class AidnsError(Exception):
+    """Base of every error aidns reports to a person instead of a traceback."""
+
+
+class ConfigError(AidnsError):
+    """A config value, flag or file that cannot be used; the message names where."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None):
+        self.source = source
+        self.line = line
+        where = source or ""
+        if source and line is not None:
+            where = f"{source}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ListError(ConfigError):
+    """A list file that cannot be read or parsed."""
+
+
+class UpstreamError(AidnsError):
+    """No upstream gave a usable answer in time."""

@@ -1,0 +1,73 @@
+"""The forwarding stage: asks the upstreams, and hands cacheable answers to the cache.
+
+Description:
+    Sends the client's query, unchanged but for its ID, to the best upstream (see
+    upstream.py), fails over on timeout or SERVFAIL, and answers SERVFAIL when none
+    answered within the budget. Identical questions in flight at once are asked once.
+Configuration:
+    upstream (repeatable), upstream_timeout_s.
+Example:
+    upstream: ["tls://9.9.9.9#dns.quad9.net", "192.168.1.1"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import ClassVar
+
+from aidns.resolver.caching import AnswerCache
+from aidns.resolver.errors import UpstreamError
+from aidns.resolver.query import Action, Decision, Query, Rcode
+from aidns.resolver.replies import reply
+from aidns.resolver.upstream import UpstreamPool
+
+log = logging.getLogger(__name__)
+_FORWARDED = Decision(Action.FORWARDED)
+
+
+class ForwardingStage:
+    name: ClassVar[str] = "forwarding"
+
+    def __init__(self, pool: UpstreamPool, cache: AnswerCache) -> None:
+        self.pool = pool
+        self.cache = cache
+        self._in_flight: dict[bytes, asyncio.Future[None]] = {}
+        self._warned_down = False
+
+    async def resolve(self, query: Query) -> None:
+        key = query.cache_key()
+        leader = self._in_flight.get(key)
+        if leader is not None:
+            await asyncio.shield(leader)
+            cached = self.cache.answer(query, time.monotonic())
+            if cached is not None:
+                query.response = cached
+                if query.decision is None:
+                    query.decision = Decision(Action.CACHED)
+                return
+        future = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            await self._forward(query)
+        finally:
+            del self._in_flight[key]
+            future.set_result(None)
+
+    async def _forward(self, query: Query) -> None:
+        try:
+            response, upstream = await self.pool.resolve(query.raw)
+        except UpstreamError as exc:
+            if not self._warned_down:
+                log.warning("no upstream answered (%s); answering SERVFAIL until one does", exc)
+                self._warned_down = True
+            query.response = reply(query, Rcode.SERVFAIL)
+            query.decision = Decision(Action.ERROR, rule=str(exc))
+            return
+        self._warned_down = False
+        query.response = response
+        query.upstream = str(upstream.spec)
+        if query.decision is None:
+            query.decision = _FORWARDED
+        self.cache.store(query, response)

@@ -1,0 +1,102 @@
+"""The chain of stages a query goes through, and the order they run in.
+
+A stage answers synchronously on the thread that read the packet, or passes: blocked and
+cached answers never touch the event loop. Only a query that no stage answered goes on to
+forwarding, which is asynchronous. Measured on this project's benchmark, an asyncio datagram
+handler per packet served about a quarter of the queries a plain socket loop did.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Protocol
+
+from aidns.resolver.query import Action, Decision, Query, Rcode
+from aidns.resolver.replies import reply
+
+log = logging.getLogger(__name__)
+
+
+class Stage(Protocol):
+    """Answers a query by setting `response` and `decision` and returning True, or passes."""
+
+    name: ClassVar[str]
+
+    def answer(self, query: Query) -> bool: ...
+
+
+class FinalStage(Protocol):
+    """The stage that always answers, given time: forwarding."""
+
+    name: ClassVar[str]
+
+    async def resolve(self, query: Query) -> None: ...
+
+
+Observer = Callable[[Query], None]
+
+
+class Stats:
+    """Counts since start, by verdict; read by `aidns status` once it exists."""
+
+    def __init__(self) -> None:
+        self.by_action: Counter[Action] = Counter()
+
+    def __call__(self, query: Query) -> None:
+        if query.decision is not None:
+            self.by_action[query.decision.action] += 1
+
+    @property
+    def queries(self) -> int:
+        return sum(self.by_action.values())
+
+
+class Pipeline:
+    """Runs the synchronous stages in order, then the final one; tells observers the outcome."""
+
+    def __init__(self, stages: Sequence[Stage], final: FinalStage, observers: Sequence[Observer] = ()):
+        self.stages = tuple(stages)
+        self.final = final
+        self.observers = list(observers)
+
+    def answer_now(self, query: Query) -> bytes | None:
+        """The response if a stage could answer without waiting, else None: call `answer_later`."""
+        for stage in self.stages:
+            if stage.answer(query):
+                self.finish(query)
+                return query.response
+        return None
+
+    async def answer_later(self, query: Query) -> bytes:
+        try:
+            await self.final.resolve(query)
+        except Exception:
+            log.exception("%s failed on %s", self.final.name, query.name)
+            query.response = None
+        if query.response is None:
+            query.response = reply(query, Rcode.SERVFAIL)
+            query.decision = Decision(Action.ERROR, list_name=query.decision.list_name if query.decision else "")
+        self.finish(query)
+        return query.response
+
+    def finish(self, query: Query) -> None:
+        for observer in self.observers:
+            try:
+                observer(query)
+            except Exception:
+                log.exception("observer %r failed", observer)
+
+
+def default_stages(
+    access: Stage, blocking: Stage, caching: Stage, forwarding: FinalStage
+) -> tuple[list[Stage], FinalStage]:
+    return (
+        [
+            access,  # first: a client we do not serve gets REFUSED before any work
+            blocking,  # before caching: a new block rule takes effect on cached names at once
+            caching,  # stores only what forwarding brought back
+        ],
+        forwarding,  # last, and the only stage that waits
+    )

@@ -1,0 +1,185 @@
+"""Query, the one object that flows through the pipeline, and the decision it carries."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Any, NamedTuple
+
+_HEADER = struct.Struct("!HHHHHH")
+_TYPE_CLASS = struct.Struct("!HH")
+_OPT_FIXED = struct.Struct("!HHIH")  # type, payload size, ext-rcode/version/flags, rdlength
+
+OPT = 41
+MAX_NAME_WIRE = 255
+PLAIN_UDP_SIZE = 512
+DO_BIT = 0x8000
+
+
+class Transport(StrEnum):
+    UDP = "udp"
+    TCP = "tcp"
+
+
+class Action(StrEnum):
+    """What the pipeline did with a query; these are the verdicts of the query log."""
+
+    BLOCKED = "blocked"
+    ALLOWED = "allowed"
+    WATCHED = "watched"
+    FORWARDED = "forwarded"
+    CACHED = "cached"
+    REFUSED = "refused"
+    ERROR = "error"
+
+
+class Rcode(int, Enum):
+    NOERROR = 0
+    FORMERR = 1
+    SERVFAIL = 2
+    NXDOMAIN = 3
+    NOTIMP = 4
+    REFUSED = 5
+
+
+class Decision(NamedTuple):
+    """Why a query was answered the way it was: the verdict, the rule and the list."""
+
+    action: Action
+    rule: str = ""
+    list_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """The process that sent a query, as far as the OS lets us see it."""
+
+    pid: int | None
+    name: str | None
+    exe: str | None = None
+    cmdline: str | None = None
+    uid: int | None = None
+    tool: str | None = None
+
+
+class MalformedQuery(Exception):
+    """The packet is not a query we can answer; `rcode` says how to refuse it, None drops it."""
+
+    def __init__(self, reason: str, rcode: Rcode | None):
+        super().__init__(reason)
+        self.rcode = rcode
+
+
+class Query:
+    """One client question, decoded only as far as the hot path needs."""
+
+    __slots__ = (
+        "client",
+        "decision",
+        "edns_flags",
+        "process",
+        "qclass",
+        "qname",
+        "qtype",
+        "question_end",
+        "raw",
+        "received_at",
+        "response",
+        "timings_ms",
+        "transport",
+        "udp_size",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        raw: bytes,
+        client: tuple[Any, ...],
+        transport: Transport,
+        received_at: float,
+    ) -> None:
+        self.raw = raw
+        self.client = client
+        self.transport = transport
+        self.received_at = received_at
+        self.process: ProcessInfo | None = None
+        self.decision: Decision | None = None
+        self.response: bytes | None = None
+        self.timings_ms: dict[str, float] | None = None
+        self.upstream: str | None = None
+        self.qname, self.question_end = _read_question_name(raw)
+        self.qtype, self.qclass = _TYPE_CLASS.unpack_from(raw, self.question_end - 4)
+        self.edns_flags, self.udp_size = _read_edns(raw, self.question_end)
+
+    @property
+    def has_edns(self) -> bool:
+        return self.edns_flags is not None
+
+    @property
+    def dnssec_ok(self) -> bool:
+        return self.edns_flags is not None and bool(self.edns_flags & DO_BIT)
+
+    @property
+    def id(self) -> int:
+        return int.from_bytes(self.raw[:2], "big")
+
+    @property
+    def name(self) -> str:
+        """The queried name in lower case without the trailing dot ("" for the root)."""
+        return self.qname.decode("ascii", "backslashreplace")
+
+    def cache_key(self) -> bytes:
+        """Name, type, class, and the flags that change an answer (DO, CD)."""
+        flags = (2 if self.dnssec_ok else 0) | (1 if self.raw[3] & 0x10 else 0)
+        return self.qname + self.raw[self.question_end - 4 : self.question_end] + bytes((flags,))
+
+    def request(self) -> Any:
+        """The whole packet parsed by dnslib, for stages that need more than the question."""
+        import dnslib
+
+        return dnslib.DNSRecord.parse(self.raw)
+
+
+def _read_question_name(raw: bytes) -> tuple[bytes, int]:
+    """Validate the header and return (lower-case dotted qname, offset after qtype/qclass)."""
+    if len(raw) < 12:
+        raise MalformedQuery("shorter than a DNS header", None)
+    flags = raw[2]
+    if flags & 0x80:
+        raise MalformedQuery("a response, not a query", None)
+    if flags & 0x78:
+        raise MalformedQuery(f"opcode {(flags >> 3) & 0xF} is not QUERY", Rcode.NOTIMP)
+    if raw[4] or raw[5] != 1:
+        raise MalformedQuery(f"QDCOUNT is {raw[4] << 8 | raw[5]}, not 1", Rcode.FORMERR)
+    labels = []
+    pos = 12
+    end = len(raw)
+    while True:
+        if pos >= end:
+            raise MalformedQuery("question runs past the packet", Rcode.FORMERR)
+        length = raw[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length > 63:
+            raise MalformedQuery("compressed or oversized label in question", Rcode.FORMERR)
+        labels.append(raw[pos + 1 : pos + 1 + length])
+        pos += 1 + length
+    if pos - 12 > MAX_NAME_WIRE:
+        raise MalformedQuery("name longer than 255 octets", Rcode.FORMERR)
+    if pos + 4 > end:
+        raise MalformedQuery("question runs past the packet", Rcode.FORMERR)
+    return b".".join(labels).lower(), pos + 4
+
+
+def _read_edns(raw: bytes, pos: int) -> tuple[int | None, int]:
+    """Return (EDNS flags word, client's UDP size) from an OPT record right after the question."""
+    if not (raw[11] or raw[10]) or raw[6] or raw[7] or raw[8] or raw[9]:
+        return None, PLAIN_UDP_SIZE
+    if len(raw) < pos + 11 or raw[pos] != 0:
+        return None, PLAIN_UDP_SIZE
+    rtype, size, ttl, _ = _OPT_FIXED.unpack_from(raw, pos + 1)
+    if rtype != OPT:
+        return None, PLAIN_UDP_SIZE
+    return ttl & 0xFFFF, max(size, PLAIN_UDP_SIZE)

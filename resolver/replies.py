@@ -1,0 +1,114 @@
+"""Answers aidns makes itself (sinkhole, NXDOMAIN, errors), built by slicing the query's bytes."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from aidns.resolver.errors import ConfigError
+from aidns.resolver.query import DO_BIT, OPT, PLAIN_UDP_SIZE, Query, Rcode
+
+TYPE_A = 1
+TYPE_AAAA = 28
+OUR_UDP_SIZE = 1232  # the DNS flag day 2020 size: no IP fragmentation
+_COUNTS = struct.Struct("!HHHH")
+_OPT_RR = struct.Struct("!BHHIH")
+
+
+def edns_record(dnssec_ok: bool) -> bytes:
+    """Our own OPT record: payload size 1232, DO mirrored from the client."""
+    return _OPT_RR.pack(0, OPT, OUR_UDP_SIZE, DO_BIT if dnssec_ok else 0, 0)
+
+
+def header_flags(raw: bytes, rcode: int, authoritative: bool = False) -> bytes:
+    """QR and RA set; opcode, RD and CD copied from the query."""
+    return bytes((0x80 | (raw[2] & 0x79) | (0x04 if authoritative else 0), 0x80 | (raw[3] & 0x10) | rcode))
+
+
+def reply(query: Query, rcode: int, answers: bytes = b"", answer_count: int = 0) -> bytes:
+    """A response with the client's ID and question, the given answer RRs and our OPT if asked."""
+    raw = query.raw
+    opt = edns_record(query.dnssec_ok) if query.has_edns else b""
+    return b"".join(
+        (
+            raw[:2],
+            header_flags(raw, rcode),
+            _COUNTS.pack(1, answer_count, 0, 1 if opt else 0),
+            raw[12 : query.question_end],
+            answers,
+            opt,
+        )
+    )
+
+
+def error_reply(raw: bytes, rcode: int) -> bytes | None:
+    """A bare error for a packet that did not parse; None when the header is unreadable."""
+    if len(raw) < 12 or raw[2] & 0x80:
+        return None
+    return raw[:2] + bytes((0x80 | (raw[2] & 0x79), 0x80 | rcode)) + bytes(8)
+
+
+def truncated(response: bytes, question_end: int) -> bytes:
+    """The header and question of a response with TC set, for a UDP client whose buffer is too small."""
+    return response[:2] + bytes((response[2] | 0x02, response[3])) + b"\x00\x01" + bytes(6) + response[12:question_end]
+
+
+def fit_udp(query: Query, response: bytes) -> bytes:
+    limit = query.udp_size if query.has_edns else PLAIN_UDP_SIZE
+    if len(response) <= limit:
+        return response
+    return truncated(response, query.question_end)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResponse:
+    """How blocked names are answered: `null` (0.0.0.0 and ::), `nxdomain`, `refused`, or two IPs."""
+
+    mode: str = "null"
+    ipv4: bytes = bytes(4)
+    ipv6: bytes = bytes(16)
+    ttl_s: int = 60
+
+    @classmethod
+    def parse(cls, text: str, ttl_s: int = 60, source: str | None = None) -> BlockResponse:
+        value = text.strip().lower()
+        if value in ("null", "nxdomain", "refused"):
+            return cls(mode=value, ttl_s=ttl_s)
+        parts = [part.strip() for part in value.split(",")]
+        try:
+            addresses = [ipaddress.ip_address(part) for part in parts if part]
+        except ValueError as exc:
+            raise ConfigError(
+                f"block_response: {text!r} is not null, nxdomain, refused or '<IPv4>,<IPv6>' ({exc})",
+                source=source,
+            ) from None
+        v4 = [a for a in addresses if a.version == 4]
+        v6 = [a for a in addresses if a.version == 6]
+        if len(v4) > 1 or len(v6) > 1 or not addresses:
+            raise ConfigError(
+                f"block_response: {text!r} must give at most one IPv4 and one IPv6 address",
+                source=source,
+            )
+        return cls(
+            mode="ip",
+            ipv4=v4[0].packed if v4 else bytes(4),
+            ipv6=v6[0].packed if v6 else bytes(16),
+            ttl_s=ttl_s,
+        )
+
+    def __str__(self) -> str:
+        if self.mode != "ip":
+            return self.mode
+        return f"{ipaddress.IPv4Address(self.ipv4)},{ipaddress.IPv6Address(self.ipv6)}"
+
+    def answer(self, query: Query) -> bytes:
+        if self.mode == "nxdomain":
+            return reply(query, Rcode.NXDOMAIN)
+        if self.mode == "refused":
+            return reply(query, Rcode.REFUSED)
+        if query.qclass != 1 or query.qtype not in (TYPE_A, TYPE_AAAA):
+            return reply(query, Rcode.NOERROR)
+        rdata = self.ipv4 if query.qtype == TYPE_A else self.ipv6
+        record = struct.pack("!HHHIH", 0xC00C, query.qtype, 1, self.ttl_s, len(rdata)) + rdata
+        return reply(query, Rcode.NOERROR, record, 1)

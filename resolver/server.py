@@ -1,0 +1,283 @@
+"""UDP and TCP listeners: framing, truncation, and bytes to Query and back.
+
+UDP is read by one plain thread per socket, which answers blocked and cached names itself
+and hands the rest to the event loop; TCP is served by asyncio streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aidns.resolver.errors import ConfigError
+from aidns.resolver.pipeline import Pipeline
+from aidns.resolver.query import MalformedQuery, Query, Rcode, Transport
+from aidns.resolver.replies import error_reply, fit_udp, reply
+
+log = logging.getLogger(__name__)
+
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+MAX_UDP_PACKET = 65535
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """`1.2.3.4`, `1.2.3.4:53`, `[::1]:53`, `::1` -> (host, port); ValueError when malformed."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: expected [IPv6]:PORT")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    port = default_port
+    if port_text:
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"{text!r}: port {port_text!r} is not a number from 0 to 65535")
+        port = int(port_text)
+    return host, port
+
+
+def parse_listen(text: str) -> ListenAddress:
+    try:
+        host, port = split_host_port(text, 53)
+        address = ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ConfigError(f"listen: {exc} (give ADDR:PORT, e.g. 127.0.0.1:53 or [::1]:53)") from None
+    return ListenAddress(str(address), port)
+
+
+class DnsServer:
+    """Binds every listen address for UDP and TCP and serves them until stopped."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        listen: Sequence[ListenAddress],
+        tcp_idle_timeout_s: float = 10.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.listen = tuple(listen)
+        self.tcp_idle_timeout_s = tcp_idle_timeout_s
+        self.bound: list[tuple[Transport, ListenAddress]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp_sockets: list[socket.socket] = []
+        self._udp_threads: list[threading.Thread] = []
+        self._tcp_servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._errors_logged = 0
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for address in self.listen:
+            udp, tcp = _bind_pair(address)
+            port = udp.getsockname()[1]
+            self._udp_sockets.append(udp)
+            server = await asyncio.start_server(self._serve_tcp, sock=tcp)
+            self._tcp_servers.append(server)
+            for transport in (Transport.UDP, Transport.TCP):
+                bound = ListenAddress(address.host, port)
+                self.bound.append((transport, bound))
+                log.info("listening on %s %s", transport, bound)
+        for sock in self._udp_sockets:
+            thread = threading.Thread(target=self._serve_udp, args=(sock,), name=f"udp {sock.getsockname()[:2]}")
+            thread.daemon = True
+            thread.start()
+            self._udp_threads.append(thread)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for sock in self._udp_sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for server in self._tcp_servers:
+            server.close()
+        for thread in self._udp_threads:
+            await asyncio.to_thread(thread.join, 2.0)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._tcp_servers:
+            await server.wait_closed()
+        for sock in self._udp_sockets:
+            sock.close()
+
+    def _log_unexpected(self, what: str) -> None:
+        """Logs the first few unexpected errors in full, then only counts them."""
+        self._errors_logged += 1
+        if self._errors_logged <= 10:
+            log.exception("unexpected error while %s; the server keeps answering", what)
+
+    def _serve_udp(self, sock: socket.socket) -> None:
+        receive = sock.recvfrom
+        send = sock.sendto
+        answer_now = self.pipeline.answer_now
+        clock = time.monotonic
+        loop = self._loop
+        assert loop is not None
+        while not self._stopping:
+            try:
+                data, client = receive(MAX_UDP_PACKET)
+            except OSError:
+                if self._stopping:
+                    return
+                continue
+            if not data:
+                continue
+            try:
+                query = Query(data, client, Transport.UDP, clock())
+            except MalformedQuery as exc:
+                response = error_reply(data, exc.rcode) if exc.rcode is not None else None
+                if response is not None:
+                    _send_quietly(send, response, client)
+                continue
+            except Exception:
+                self._log_unexpected("reading a UDP packet")
+                continue
+            try:
+                response = answer_now(query)
+            except Exception:
+                self._log_unexpected(f"answering {query.name}")
+                response = reply(query, Rcode.SERVFAIL)
+            if response is None:
+                loop.call_soon_threadsafe(self._forward_udp, query, send)
+            else:
+                _send_quietly(send, fit_udp(query, response), client)
+
+    def _forward_udp(self, query: Query, send: Any) -> None:
+        task = asyncio.ensure_future(self.pipeline.answer_later(query))
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._udp_done(done, query, send))
+
+    def _udp_done(self, task: asyncio.Task[bytes], query: Query, send: Any) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            return
+        _send_quietly(send, fit_udp(query, task.result()), query.client)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = writer.get_extra_info("peername")
+        pending: set[asyncio.Task[Any]] = set()
+        try:
+            while not self._stopping:
+                try:
+                    prefix = await asyncio.wait_for(reader.readexactly(2), self.tcp_idle_timeout_s)
+                    data = await asyncio.wait_for(
+                        reader.readexactly(int.from_bytes(prefix, "big")), self.tcp_idle_timeout_s
+                    )
+                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+                    break
+                response = self._answer_tcp(data, client, pending, writer)
+                if response is not None:
+                    _write_framed(writer, response)
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        except Exception:
+            self._log_unexpected("serving a TCP connection")
+        finally:
+            writer.close()
+
+    def _answer_tcp(
+        self,
+        data: bytes,
+        client: Any,
+        pending: set[asyncio.Task[Any]],
+        writer: asyncio.StreamWriter,
+    ) -> bytes | None:
+        try:
+            query = Query(data, client, Transport.TCP, time.monotonic())
+        except MalformedQuery as exc:
+            return error_reply(data, exc.rcode) if exc.rcode is not None else None
+        try:
+            response = self.pipeline.answer_now(query)
+        except Exception:
+            self._log_unexpected(f"answering {query.name}")
+            return reply(query, Rcode.SERVFAIL)
+        if response is not None:
+            return response
+
+        async def forward() -> None:
+            _write_framed(writer, await self.pipeline.answer_later(query))
+
+        task = asyncio.ensure_future(forward())
+        for tracked in (pending, self._tasks):
+            tracked.add(task)
+            task.add_done_callback(tracked.discard)
+        return None
+
+
+def _write_framed(writer: asyncio.StreamWriter, response: bytes) -> None:
+    if not writer.is_closing():
+        writer.write(len(response).to_bytes(2, "big") + response)
+
+
+def _send_quietly(send: Any, response: bytes, client: Any) -> None:
+    try:
+        send(response, client)
+    except OSError as exc:
+        log.debug("could not answer %s: %s", client, exc)
+
+
+def _bind_pair(address: ListenAddress) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket on the same port (port 0 picks one free for both)."""
+    for _attempt in range(20):
+        udp = _socket(address, socket.SOCK_DGRAM)
+        try:
+            udp.bind((address.host, address.port))
+        except OSError as exc:
+            udp.close()
+            raise ConfigError(f"cannot listen on udp {address}: {exc.strerror}") from None
+        port = udp.getsockname()[1]
+        tcp = _socket(address, socket.SOCK_STREAM)
+        try:
+            tcp.bind((address.host, port))
+            tcp.listen(128)
+        except OSError as exc:
+            tcp.close()
+            udp.close()
+            if address.port == 0:
+                continue
+            raise ConfigError(f"cannot listen on tcp {address}: {exc.strerror}") from None
+        tcp.setblocking(False)
+        return udp, tcp
+    raise ConfigError(f"cannot find a port free for both UDP and TCP on {address.host}")
+
+
+def _socket(address: ListenAddress, kind: socket.SocketKind) -> socket.socket:
+    sock = socket.socket(address.family, kind)
+    if address.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    if kind == socket.SOCK_STREAM:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    else:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        except OSError:
+            pass
+    return sock
