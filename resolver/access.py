@@ -23,6 +23,7 @@ _REFUSED = Decision(Action.REFUSED, rule="not in allow_net")
 
 class AccessStage:
     name: ClassVar[str] = "access"
+    per_client: ClassVar[bool] = True
 
     def __init__(self, allow_nets: Sequence[Network] = ()) -> None:
         self.allow_nets = tuple(allow_nets)

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from aidns.resolver.lists import DomainMatcher
@@ -20,18 +21,19 @@ from aidns.resolver.replies import BlockResponse
 
 class BlockingStage:
     name: ClassVar[str] = "blocking"
+    per_client: ClassVar[bool] = False
 
     def __init__(self, matcher: DomainMatcher, block_response: BlockResponse) -> None:
         self.matcher = matcher
         self.block_response = block_response
-        self.paused = False
 
     def answer(self, query: Query) -> bool:
         decision = self.matcher.decide(query.qname)
         if decision is None:
             return False
         query.decision = decision
-        if decision.action is not Action.BLOCKED or self.paused:
+        if decision.action is not Action.BLOCKED:
             return False
         query.response = self.block_response.answer(query)
+        query.reusable_until = math.inf
         return True

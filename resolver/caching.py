@@ -152,6 +152,8 @@ class AnswerCache:
             self.misses += 1
             return None
         self.hits += 1
+        age = int(now - entry.stored_at)
+        query.reusable_until = min(entry.expires_at, entry.stored_at + age + 1)
         raw = query.raw
         answers, authority, additional = entry.counts
         opt = b""
@@ -162,7 +164,7 @@ class AnswerCache:
         return b"".join(
             (
                 raw[:2],
-                bytes(((flags >> 8) & 0xFE) | (raw[2] & 0x01), (flags & 0xEF) | (raw[3] & 0x10)),
+                bytes((((flags >> 8) & 0xFE) | (raw[2] & 0x01), (flags & 0xEF) | (raw[3] & 0x10))),
                 _COUNTS.pack(1, answers, authority, additional),
                 raw[12 : query.question_end],
                 entry.body(now),
@@ -194,6 +196,7 @@ _CACHED = Decision(Action.CACHED)
 
 class CachingStage:
     name: ClassVar[str] = "caching"
+    per_client: ClassVar[bool] = False
 
     def __init__(self, cache: AnswerCache) -> None:
         self.cache = cache

@@ -11,18 +11,23 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
-from aidns.resolver.query import Action, Decision, Query, Rcode
+from aidns.resolver.query import Action, Decision, Query, Rcode, Transport
 from aidns.resolver.replies import reply
 
 log = logging.getLogger(__name__)
 
 
 class Stage(Protocol):
-    """Answers a query by setting `response` and `decision` and returning True, or passes."""
+    """Answers a query by setting `response` and `decision` and returning True, or passes.
+
+    A stage whose answer depends on who asks sets `per_client`; one whose answer holds for
+    every identical question for a while says so in `query.reusable_until`.
+    """
 
     name: ClassVar[str]
+    per_client: ClassVar[bool]
 
     def answer(self, query: Query) -> bool: ...
 
@@ -53,21 +58,66 @@ class Stats:
         return sum(self.by_action.values())
 
 
+MEMO_ENTRIES = 20000
+
+
+class _Memo(NamedTuple):
+    query: Query
+    response_after_id: bytes
+    until: float
+
+
 class Pipeline:
-    """Runs the synchronous stages in order, then the final one; tells observers the outcome."""
+    """Runs the synchronous stages in order, then the final one; tells observers the outcome.
+
+    An answer that holds for a while is remembered by the query's bytes after the ID, so an
+    identical packet skips parsing and matching: only the per-client stages run again.
+    """
 
     def __init__(self, stages: Sequence[Stage], final: FinalStage, observers: Sequence[Observer] = ()):
         self.stages = tuple(stages)
+        self.per_client_stages = tuple(stage for stage in stages if stage.per_client)
         self.final = final
         self.observers = list(observers)
+        self._memo: dict[bytes, _Memo] = {}
 
     def answer_now(self, query: Query) -> bytes | None:
         """The response if a stage could answer without waiting, else None: call `answer_later`."""
         for stage in self.stages:
             if stage.answer(query):
+                response = query.response
+                if query.reusable_until > query.received_at and response is not None:
+                    self._remember(query, response)
+                self.finish(query)
+                return response
+        return None
+
+    def _remember(self, query: Query, response: bytes) -> None:
+        memo = self._memo
+        while len(memo) >= MEMO_ENTRIES:
+            try:
+                del memo[next(iter(memo))]
+            except (KeyError, RuntimeError, StopIteration):
+                pass  # another thread changed it; the loop condition decides again
+        memo[query.raw[2:]] = _Memo(query, response[2:], query.reusable_until)
+
+    def replay(self, raw: bytes, client: tuple[Any, ...], transport: Transport, now: float) -> bytes | None:
+        """The answer to a packet seen before, if it still holds; None means parse and ask."""
+        memo = self._memo.get(raw[2:])
+        if memo is None or memo.until <= now:
+            return None
+        query = memo.query.replay(raw, client, transport, now)
+        for stage in self.per_client_stages:
+            if stage.answer(query):
                 self.finish(query)
                 return query.response
-        return None
+        query.response = response = raw[:2] + memo.response_after_id
+        self.finish(query)
+        return response
+
+    def forget(self) -> None:
+        """Drop remembered answers: call after any change to rules or blocking."""
+        self._memo.clear()
 
     async def answer_later(self, query: Query) -> bytes:
         try:

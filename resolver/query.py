@@ -86,6 +86,7 @@ class Query:
         "raw",
         "received_at",
         "response",
+        "reusable_until",
         "timings_ms",
         "transport",
         "udp_size",
@@ -108,9 +109,31 @@ class Query:
         self.response: bytes | None = None
         self.timings_ms: dict[str, float] | None = None
         self.upstream: str | None = None
+        self.reusable_until = 0.0
         self.qname, self.question_end = _read_question_name(raw)
         self.qtype, self.qclass = _TYPE_CLASS.unpack_from(raw, self.question_end - 4)
         self.edns_flags, self.udp_size = _read_edns(raw, self.question_end)
+
+    def replay(self, raw: bytes, client: tuple[Any, ...], transport: Transport, received_at: float) -> Query:
+        """A new query whose bytes after the ID equal this one's, without parsing them again."""
+        query: Query = object.__new__(Query)
+        query.raw = raw
+        query.client = client
+        query.transport = transport
+        query.received_at = received_at
+        query.process = None
+        query.decision = self.decision
+        query.response = None
+        query.timings_ms = None
+        query.upstream = None
+        query.reusable_until = 0.0
+        query.qname = self.qname
+        query.question_end = self.question_end
+        query.qtype = self.qtype
+        query.qclass = self.qclass
+        query.edns_flags = self.edns_flags
+        query.udp_size = self.udp_size
+        return query
 
     @property
     def has_edns(self) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.pipeline import Pipeline
-from aidns.resolver.query import MalformedQuery, Query, Rcode, Transport
+from aidns.resolver.query import PLAIN_UDP_SIZE, MalformedQuery, Query, Rcode, Transport
 from aidns.resolver.replies import error_reply, fit_udp, reply
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ class DnsServer:
         receive = sock.recvfrom
         send = sock.sendto
         answer_now = self.pipeline.answer_now
+        replay = self.pipeline.replay
         clock = time.monotonic
         loop = self._loop
         assert loop is not None
@@ -150,8 +151,19 @@ class DnsServer:
                 continue
             if not data:
                 continue
+            now = clock()
             try:
-                query = Query(data, client, Transport.UDP, clock())
+                response = replay(data, client, Transport.UDP, now)
+            except Exception:
+                self._log_unexpected("answering a repeated question")
+                response = None
+            if response is not None:
+                if len(response) > PLAIN_UDP_SIZE:
+                    response = fit_udp(Query(data, client, Transport.UDP, now), response)
+                _send_quietly(send, response, client)
+                continue
+            try:
+                query = Query(data, client, Transport.UDP, now)
             except MalformedQuery as exc:
                 response = error_reply(data, exc.rcode) if exc.rcode is not None else None
                 if response is not None:

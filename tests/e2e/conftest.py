@@ -1,0 +1,157 @@
+"""Fixtures that run the real `aidns serve` and a real dnsmasq upstream, all on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+LISTENING = re.compile(r"listening on (udp|tcp) (\S+):(\d+)$")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as udp:
+        udp.bind((host, 0))
+        return int(udp.getsockname()[1])
+
+
+@dataclass
+class Dnsmasq:
+    """A real dnsmasq answering a fixed zone: names under `up.test` resolve, others NXDOMAIN."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(5)
+
+
+def start_dnsmasq(tmp_path: Path, *extra: str, host: str = "127.0.0.1") -> Dnsmasq:
+    if not os.path.exists(DNSMASQ):
+        pytest.skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
+    for _attempt in range(5):
+        port = free_port(host)
+        process = subprocess.Popen(
+            [
+                DNSMASQ,
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                f"--listen-address={host}",
+                f"--port={port}",
+                "--pid-file=",
+                *(["--user=root"] if os.geteuid() == 0 else []),
+                "--local-ttl=300",
+                "--address=/up.test/192.0.2.10",
+                "--address=/up.test/2001:db8::10",
+                "--local=/test/",
+                *extra,
+            ],
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(0.1)
+        if process.poll() is None:
+            return Dnsmasq(port, process)
+    raise RuntimeError(f"dnsmasq did not start: {process.stderr.read().decode() if process.stderr else ''}")
+
+
+@dataclass
+class Aidns:
+    """A running `aidns serve`: its ports, its log so far, and a way to stop it."""
+
+    process: subprocess.Popen[str]
+    data_dir: Path
+    ports: dict[tuple[str, str], int] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+    def port(self, host: str = "127.0.0.1", transport: str = "udp") -> int:
+        return self.ports[(transport, host)]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr is not None:
+            self.log.extend(self.process.stderr.read().splitlines())
+        return self.process.returncode
+
+
+def aidns_command(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from aidns.cli.main import app; app()", *args]
+
+
+def start_aidns(tmp_path: Path, *args: str, listen: tuple[str, ...] = ("127.0.0.1:0",)) -> Aidns:
+    """Start the real server; `args` must include a loopback --upstream."""
+    assert any(a.startswith("--upstream") for a in args), "never start aidns without a loopback upstream"
+    data_dir = tmp_path / "data"
+    config = tmp_path / "config.yaml"
+    if not config.exists():
+        config.write_text("")
+    listen_args = [f"--listen={address}" for address in listen]
+    process = subprocess.Popen(
+        aidns_command("serve", *listen_args, f"--data-dir={data_dir}", f"--config={config}", *args),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = Aidns(process, data_dir)
+    deadline = time.monotonic() + 15
+    assert process.stderr is not None
+    while len(server.ports) < 2 * len(listen):
+        line = process.stderr.readline()
+        if not line:
+            raise RuntimeError("aidns exited before listening:\n" + "\n".join(server.log))
+        server.log.append(line.rstrip("\n"))
+        found = LISTENING.search(line.rstrip("\n"))
+        if found:
+            transport, host, port = found.groups()
+            server.ports[(transport, host.strip("[]"))] = int(port)
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError("aidns did not start listening:\n" + "\n".join(server.log))
+    return server
+
+
+@pytest.fixture
+def dnsmasq(tmp_path: Path) -> Iterator[Dnsmasq]:
+    upstream = start_dnsmasq(tmp_path)
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
+def aidns(tmp_path: Path, dnsmasq: Dnsmasq) -> Iterator[Aidns]:
+    lists = tmp_path / "data" / "lists"
+    lists.mkdir(parents=True)
+    (lists / "mine.yaml").write_text(
+        "name: mine\ndescription: test rules\naction: block\ndomains:\n"
+        "  - blocked.test\n  - domain: exact.test\n    match: exact\n"
+    )
+    (lists / "cloud.yaml").write_text("name: cloud\naction: watch\ndomains:\n  - watched.up.test\n")
+    server = start_aidns(
+        tmp_path,
+        f"--upstream=127.0.0.1:{dnsmasq.port}",
+        "--log-level=debug",
+        listen=("127.0.0.1:0", "[::1]:0"),
+    )
+    yield server
+    server.stop()

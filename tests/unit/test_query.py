@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from aidns.resolver.query import MalformedQuery, Query, Rcode, Transport
+
+from .helpers import make_query, make_wire
+
+
+def parse(raw: bytes) -> Query:
+    return Query(raw, ("127.0.0.1", 1), Transport.UDP, 0.0)
+
+
+def test_question_is_read_lower_case_without_trailing_dot() -> None:
+    query = make_query("O1.Ingest.SENTRY.io.", "AAAA")
+    assert query.qname == b"o1.ingest.sentry.io"
+    assert query.name == "o1.ingest.sentry.io"
+    assert (query.qtype, query.qclass) == (28, 1)
+    assert query.question_end == len(query.raw)
+    assert not query.has_edns
+
+
+def test_edns_flags_and_size() -> None:
+    query = make_query("example.com", dnssec=True)
+    assert query.has_edns and query.dnssec_ok
+    assert query.udp_size == 1232
+    assert not make_query("example.com", edns=True).dnssec_ok
+
+
+def test_cache_key_separates_type_do_and_cd_but_not_case() -> None:
+    keys = {
+        make_query("a.example").cache_key(),
+        make_query("A.EXAMPLE").cache_key(),
+    }
+    assert len(keys) == 1
+    others = {
+        make_query("a.example", "AAAA").cache_key(),
+        make_query("a.example", dnssec=True).cache_key(),
+        make_query("a.example", cd=True).cache_key(),
+    }
+    assert len(others | keys) == 4
+
+
+def header(flags: int = 0x0100, qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0) -> bytes:
+    return struct.pack("!HHHHHH", 0x1234, flags, qd, an, ns, ar)
+
+
+@pytest.mark.parametrize(
+    ("raw", "rcode"),
+    [
+        (b"", None),
+        (b"\x12\x34\x01", None),
+        (header(flags=0x8100) + b"\x00\x00\x01\x00\x01", None),  # a response
+        (header(qd=0), Rcode.FORMERR),
+        (header(qd=2) + b"\x00\x00\x01\x00\x01" * 2, Rcode.FORMERR),
+        (header() + b"\x07example", Rcode.FORMERR),  # truncated name
+        (header() + b"\x07example\x00\x00", Rcode.FORMERR),  # truncated type/class
+        (header() + b"\xc0\x0c\x00\x01\x00\x01", Rcode.FORMERR),  # pointer in question
+        (header() + b"\x3f" + b"a" * 63 + (b"\x3f" + b"a" * 63) * 3 + b"\x00\x00\x01\x00\x01", Rcode.FORMERR),
+        (header(flags=0x2800) + b"\x00\x00\x06\x00\x01", Rcode.NOTIMP),  # UPDATE
+    ],
+)
+def test_malformed(raw: bytes, rcode: Rcode | None) -> None:
+    with pytest.raises(MalformedQuery) as caught:
+        parse(raw)
+    assert caught.value.rcode == rcode
+
+
+def test_root_query() -> None:
+    query = parse(make_wire(".", "NS"))
+    assert query.qname == b"" and query.qtype == 2

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import dns.flags
+import dns.message
+import dns.rcode
+import pytest
+
+from aidns.resolver.errors import ConfigError
+from aidns.resolver.query import Rcode
+from aidns.resolver.replies import BlockResponse, error_reply, fit_udp, reply
+
+from .helpers import make_query
+
+
+def answer_of(response: bytes) -> dns.message.Message:
+    return dns.message.from_wire(response)
+
+
+@pytest.mark.parametrize(
+    ("mode", "rdtype", "rcode", "address"),
+    [
+        ("null", "A", dns.rcode.NOERROR, "0.0.0.0"),
+        ("null", "AAAA", dns.rcode.NOERROR, "::"),
+        ("null", "TXT", dns.rcode.NOERROR, None),
+        ("nxdomain", "A", dns.rcode.NXDOMAIN, None),
+        ("refused", "AAAA", dns.rcode.REFUSED, None),
+        ("10.1.2.3,fd00::1", "A", dns.rcode.NOERROR, "10.1.2.3"),
+        ("10.1.2.3,fd00::1", "AAAA", dns.rcode.NOERROR, "fd00::1"),
+    ],
+)
+def test_block_response(mode: str, rdtype: str, rcode: int, address: str | None) -> None:
+    query = make_query("Telemetry.Example", rdtype)
+    message = answer_of(BlockResponse.parse(mode, ttl_s=30).answer(query))
+    assert message.id == query.id
+    assert message.rcode() == rcode
+    assert str(message.question[0].name) == "Telemetry.Example."
+    assert message.flags & dns.flags.QR and message.flags & dns.flags.RD
+    if address is None:
+        assert message.answer == []
+    else:
+        (rrset,) = message.answer
+        assert [r.address for r in rrset] == [address]
+        assert rrset.ttl == 30
+
+
+def test_block_response_mirrors_edns_and_do() -> None:
+    message = answer_of(BlockResponse().answer(make_query("t.example", dnssec=True)))
+    assert message.edns == 0 and message.ednsflags & dns.flags.DO
+    assert answer_of(BlockResponse().answer(make_query("t.example"))).edns == -1
+
+
+@pytest.mark.parametrize("text", ["bogus", "1.2.3.4,5.6.7.8", "1.2.3", ""])
+def test_block_response_rejects(text: str) -> None:
+    with pytest.raises(ConfigError, match="block_response"):
+        BlockResponse.parse(text)
+
+
+def test_error_reply_keeps_id() -> None:
+    raw = make_query("x.example").raw
+    response = error_reply(raw, Rcode.FORMERR)
+    assert response is not None and response[:2] == raw[:2]
+    assert response[3] & 0xF == Rcode.FORMERR and response[2] & 0x80
+    assert error_reply(raw[:5], Rcode.FORMERR) is None
+
+
+def test_fit_udp_truncates_to_the_clients_size() -> None:
+    query = make_query("big.example", "TXT")
+    big = reply(query, Rcode.NOERROR, b"\x00" * 600, 0)
+    cut = fit_udp(query, big)
+    assert len(cut) == query.question_end and cut[2] & 0x02
+    assert answer_of(cut).flags & dns.flags.TC
+    edns_query = make_query("big.example", "TXT", edns=True)
+    assert fit_udp(edns_query, big) is big
