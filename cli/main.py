@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 
 import typer
-
 from aidns.cli.serve import serve
 
 app = typer.Typer(
@@ -25,7 +24,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """A DNS sinkhole for one machine that knows which AI tool phones home."""
 

@@ -36,15 +36,33 @@ class CacheConfig:
     min_ttl_s: int = 0
 
     def describe(self) -> str:
-        return f"cache: {self.size} entries, TTLs kept between {self.min_ttl_s} and {self.max_ttl_s} s"
+        return (
+            f"cache: {self.size} entries, TTLs kept between {self.min_ttl_s} and {self.max_ttl_s} s"
+        )
 
 
 class CachedAnswer:
     """An upstream answer stripped of header, question and OPT; rendered once per second of age."""
 
-    __slots__ = ("counts", "expires_at", "flags", "rendered", "rendered_age", "rest", "stored_at", "ttls")
+    __slots__ = (
+        "counts",
+        "expires_at",
+        "flags",
+        "rendered",
+        "rendered_age",
+        "rest",
+        "stored_at",
+        "ttls",
+    )
 
-    def __init__(self, flags: int, counts: tuple[int, int, int], rest: bytes, ttls: list[tuple[int, int]], ttl_s: int):
+    def __init__(
+        self,
+        flags: int,
+        counts: tuple[int, int, int],
+        rest: bytes,
+        ttls: list[tuple[int, int]],
+        ttl_s: int,
+    ):
         now = time.monotonic()
         self.flags = flags
         self.counts = counts

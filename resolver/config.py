@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from aidns.resolver.caching import CacheConfig
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.replies import BlockResponse
@@ -118,7 +117,11 @@ class ConfigFile:
     lines: Mapping[str, int]
 
     def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{key}: {message}", source=str(self.path) if self.path else None, line=self.lines.get(key))
+        return ConfigError(
+            f"{key}: {message}",
+            source=str(self.path) if self.path else None,
+            line=self.lines.get(key),
+        )
 
 
 def read_config_file(path: Path | None, required: bool) -> ConfigFile:
@@ -143,7 +146,9 @@ def read_config_file(path: Path | None, required: bool) -> ConfigFile:
     if values is None:
         return ConfigFile(path, {}, {})
     if not isinstance(values, dict) or not isinstance(node, yaml.MappingNode):
-        raise ConfigError("the config must be a mapping of keys to values", source=str(path), line=1)
+        raise ConfigError(
+            "the config must be a mapping of keys to values", source=str(path), line=1
+        )
     lines = {str(key.value).replace("-", "_"): key.start_mark.line + 1 for key, _ in node.value}
     normalized = {str(key).replace("-", "_"): value for key, value in values.items()}
     config = ConfigFile(path, normalized, lines)
@@ -164,13 +169,17 @@ def _as_list(config: ConfigFile, key: str) -> list[str] | None:
     raise config.error(key, f"expected {KNOWN_KEYS[key]}, got {value!r}")
 
 
-def _as_number(config: ConfigFile, key: str, flag: float | None, default: float, minimum: float) -> float:
+def _as_number(
+    config: ConfigFile, key: str, flag: float | None, default: float, minimum: float
+) -> float:
     if flag is not None:
         value: Any = flag
     else:
         value = config.values.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise config.error(key, f"expected a number of {KNOWN_KEYS[key]} of at least {minimum:g}, got {value!r}")
+        raise config.error(
+            key, f"expected a number of {KNOWN_KEYS[key]} of at least {minimum:g}, got {value!r}"
+        )
     return float(value)
 
 
@@ -200,7 +209,9 @@ def load_settings(
     try:
         listen_addresses = tuple(dict.fromkeys(parse_listen(text) for text in listen_texts))
     except ConfigError as exc:
-        raise (exc if listen else config.error("listen", str(exc).removeprefix("listen: "))) from None
+        raise (
+            exc if listen else config.error("listen", str(exc).removeprefix("listen: "))
+        ) from None
 
     nets: list[Network] = []
     for text in list(allow_net) or _as_list(config, "allow_net") or []:
@@ -229,7 +240,11 @@ def load_settings(
     level = (log_level or str(config.values.get("log_level", "info"))).lower()
     if level not in LOG_LEVELS:
         message = f"{level!r} is not one of {', '.join(LOG_LEVELS)}"
-        raise ConfigError(f"--log-level: {message}") if log_level else config.error("log_level", message)
+        raise (
+            ConfigError(f"--log-level: {message}")
+            if log_level
+            else config.error("log_level", message)
+        )
 
     upstream_texts = list(upstream) or _as_list(config, "upstream")
     from_system = False
@@ -245,7 +260,9 @@ def load_settings(
 
     lists_config = config.values.get("lists") or {}
     if not isinstance(lists_config, dict) or set(lists_config) - {"enable", "disable"}:
-        raise config.error("lists", "expected a mapping with `enable` and/or `disable` lists of list names")
+        raise config.error(
+            "lists", "expected a mapping with `enable` and/or `disable` lists of list names"
+        )
 
     return Settings(
         listen=listen_addresses,
@@ -296,7 +313,11 @@ def default_upstreams(
     try:
         texts = [line.strip() for line in remembered.read_text().splitlines() if line.strip()]
         if texts:
-            return tuple(parse_upstream(text) for text in texts), f"remembered in {remembered}", False
+            return (
+                tuple(parse_upstream(text) for text in texts),
+                f"remembered in {remembered}",
+                False,
+            )
     except OSError:
         pass
     except ConfigError as exc:
@@ -307,7 +328,11 @@ def default_upstreams(
             specs = tuple(parse_upstream(f"[{s}]" if ":" in s else s) for s in servers)
             return specs, f"from {path}", True
     nowhere = ", ".join(map(str, resolv_conf))
-    return (parse_upstream(FALLBACK_UPSTREAM),), f"built-in default: no nameserver in {nowhere}", False
+    return (
+        (parse_upstream(FALLBACK_UPSTREAM),),
+        f"built-in default: no nameserver in {nowhere}",
+        False,
+    )
 
 
 def remember_upstreams(settings: Settings) -> None:

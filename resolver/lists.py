@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from aidns.resolver.errors import ListError
 from aidns.resolver.query import Action, Decision
 
@@ -44,7 +43,11 @@ class ListAction(StrEnum):
     ALLOW = "allow"
 
 
-_VERDICT = {ListAction.BLOCK: Action.BLOCKED, ListAction.WATCH: Action.WATCHED, ListAction.ALLOW: Action.ALLOWED}
+_VERDICT = {
+    ListAction.BLOCK: Action.BLOCKED,
+    ListAction.WATCH: Action.WATCHED,
+    ListAction.ALLOW: Action.ALLOWED,
+}
 _PRIORITY = {ListAction.ALLOW: 0, ListAction.BLOCK: 1, ListAction.WATCH: 2}
 
 LIST_KEYS = {"name", "description", "homepage", "action", "default", "domains"}
@@ -52,7 +55,7 @@ ENTRY_KEYS = {"domain", "match", "purpose", "breaks", "evidence", "verified", "n
 
 
 def normalize_domain(text: str) -> bytes:
-    """Lower-case ASCII (IDNA for non-ASCII) without the trailing dot; ValueError if it isn't a name."""
+    """Lower-case ASCII (IDNA for non-ASCII), no trailing dot; ValueError if not a name."""
     name = text.strip().rstrip(".").lower()
     try:
         wire = name.encode("ascii")
@@ -126,7 +129,7 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def load_text_list(path: Path, action: ListAction = ListAction.BLOCK) -> DomainList:
-    """One name a line, `#` comments, `=name` for an exact rule; bad lines are skipped and counted."""
+    """One name a line, `#` comments, `=name` for exact; bad lines are skipped and counted."""
     data = _read_bytes(path).lower()
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -169,7 +172,9 @@ def _chunks(data: bytes) -> Iterable[bytes]:
         start = end
 
 
-def _parse_lines(chunk: bytes, first_line: int, domain_list: DomainList, exact: list[bytes]) -> list[bytes]:
+def _parse_lines(
+    chunk: bytes, first_line: int, domain_list: DomainList, exact: list[bytes]
+) -> list[bytes]:
     """The slow path for chunks with comments, exact rules or bad lines."""
     names: list[bytes] = []
     for number, line in enumerate(chunk.split(b"\n")[1:], start=first_line):
@@ -177,7 +182,9 @@ def _parse_lines(chunk: bytes, first_line: int, domain_list: DomainList, exact: 
         if found is None:
             if not _IGNORED_LINE.fullmatch(line):
                 shown = line.strip().decode("utf-8", "replace")[:80]
-                domain_list.note_problem(f"{domain_list.source}:{number}: not a domain name: {shown!r}")
+                domain_list.note_problem(
+                    f"{domain_list.source}:{number}: not a domain name: {shown!r}"
+                )
             continue
         (exact if found.group(1) else names).append(found.group(2))
     return names
@@ -213,7 +220,7 @@ def _entry_lines(text: str) -> list[int]:
 
 
 def load_yaml_list(path: Path) -> DomainList:
-    """A curated list: `name`, `description`, `action`, `domains` (names or mappings with `domain`)."""
+    """A curated list: `name`, `description`, `action`, `domains` (names or mappings)."""
     text = _read_bytes(path).decode("utf-8", "replace")
     try:
         document = yaml.load(text, Loader=_YamlLoader)
@@ -224,11 +231,16 @@ def load_yaml_list(path: Path) -> DomainList:
         raise ListError("a list file must be a mapping with `name` and `domains`", source=source)
     unknown = sorted(set(map(str, document)) - LIST_KEYS)
     if unknown:
-        raise ListError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(LIST_KEYS))}", source=source)
+        raise ListError(
+            f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(LIST_KEYS))}",
+            source=source,
+        )
     try:
         action = ListAction(str(document.get("action", "block")).lower())
     except ValueError:
-        raise ListError(f"action: {document.get('action')!r} is not block, watch or allow", source=source) from None
+        raise ListError(
+            f"action: {document.get('action')!r} is not block, watch or allow", source=source
+        ) from None
     domains = document.get("domains")
     if not isinstance(domains, list):
         raise ListError("`domains` must be a list of names", source=source)
@@ -257,7 +269,9 @@ def load_yaml_list(path: Path) -> DomainList:
 def _rule_from_entry(item: Any, domain_list: DomainList) -> Rule:
     if isinstance(item, str):
         exact = item.startswith("=")
-        return Rule(normalize_domain(item.lstrip("=")).decode(), domain_list.action, domain_list.name, exact)
+        return Rule(
+            normalize_domain(item.lstrip("=")).decode(), domain_list.action, domain_list.name, exact
+        )
     if not isinstance(item, dict) or "domain" not in item:
         raise ValueError(f"an entry must be a name or a mapping with `domain`, not {item!r}")
     unknown = sorted(set(map(str, item)) - ENTRY_KEYS)
@@ -282,7 +296,9 @@ def _rules_to_hashes(domain_list: DomainList) -> None:
     domain_list.subtree_hashes = array(
         "q", sorted({hash(r.domain.encode()) for r in domain_list.rules if not r.exact})
     )
-    domain_list.exact_hashes = array("q", sorted({hash(r.domain.encode()) for r in domain_list.rules if r.exact}))
+    domain_list.exact_hashes = array(
+        "q", sorted({hash(r.domain.encode()) for r in domain_list.rules if r.exact})
+    )
     domain_list.rules = []
 
 
@@ -292,7 +308,11 @@ def list_files(directories: Iterable[Path]) -> list[Path]:
     for directory in directories:
         if directory.is_dir():
             files.extend(
-                sorted(p for p in directory.iterdir() if p.suffix.lower() in (".yaml", ".yml", ".txt", ".list"))
+                sorted(
+                    p
+                    for p in directory.iterdir()
+                    if p.suffix.lower() in (".yaml", ".yml", ".txt", ".list")
+                )
             )
     return files
 
@@ -352,7 +372,9 @@ class DomainMatcher:
         self._build_filter()
 
     def _add(self, domain_list: DomainList) -> None:
-        if domain_list.action is ListAction.ALLOW or any(r.action is ListAction.ALLOW for r in domain_list.rules):
+        if domain_list.action is ListAction.ALLOW or any(
+            r.action is ListAction.ALLOW for r in domain_list.rules
+        ):
             self._strongest_rank = _PRIORITY[ListAction.ALLOW]
         for rule in domain_list.rules:
             table = self._exact if rule.exact else self._subtree
@@ -365,7 +387,9 @@ class DomainMatcher:
                 _Segment(domain_list.subtree_hashes, domain_list.action, domain_list.name)
             )
         if domain_list.exact_hashes:
-            self._exact_segments.append(_Segment(domain_list.exact_hashes, domain_list.action, domain_list.name))
+            self._exact_segments.append(
+                _Segment(domain_list.exact_hashes, domain_list.action, domain_list.name)
+            )
         self.rule_count += len(domain_list)
 
     def _build_filter(self) -> None:
@@ -396,7 +420,10 @@ class DomainMatcher:
         key = hash(qname)
         rule = self._exact.get(key)
         if rule is not None:
-            best, rank = Decision(_VERDICT[rule.action], rule.text, rule.list_name), _PRIORITY[rule.action]
+            best, rank = (
+                Decision(_VERDICT[rule.action], rule.text, rule.list_name),
+                _PRIORITY[rule.action],
+            )
         if self._exact_segments:
             segment = self._search(self._exact_segments, key)
             if segment is not None and _PRIORITY[segment.action] < rank:

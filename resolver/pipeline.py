@@ -8,6 +8,7 @@ handler per packet served about a quarter of the queries a plain socket loop did
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -74,7 +75,9 @@ class Pipeline:
     identical packet skips parsing and matching: only the per-client stages run again.
     """
 
-    def __init__(self, stages: Sequence[Stage], final: FinalStage, observers: Sequence[Observer] = ()):
+    def __init__(
+        self, stages: Sequence[Stage], final: FinalStage, observers: Sequence[Observer] = ()
+    ):
         self.stages = tuple(stages)
         self.per_client_stages = tuple(stage for stage in stages if stage.per_client)
         self.final = final
@@ -95,13 +98,13 @@ class Pipeline:
     def _remember(self, query: Query, response: bytes) -> None:
         memo = self._memo
         while len(memo) >= MEMO_ENTRIES:
-            try:
-                del memo[next(iter(memo))]
-            except (KeyError, RuntimeError, StopIteration):
-                pass  # another thread changed it; the loop condition decides again
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del memo[next(iter(memo))]  # may race another thread; the loop checks again
         memo[query.raw[2:]] = _Memo(query, response[2:], query.reusable_until)
 
-    def replay(self, raw: bytes, client: tuple[Any, ...], transport: Transport, now: float) -> bytes | None:
+    def replay(
+        self, raw: bytes, client: tuple[Any, ...], transport: Transport, now: float
+    ) -> bytes | None:
         """The answer to a packet seen before, if it still holds; None means parse and ask."""
         memo = self._memo.get(raw[2:])
         if memo is None or memo.until <= now:
@@ -127,7 +130,9 @@ class Pipeline:
             query.response = None
         if query.response is None:
             query.response = reply(query, Rcode.SERVFAIL)
-            query.decision = Decision(Action.ERROR, list_name=query.decision.list_name if query.decision else "")
+            query.decision = Decision(
+                Action.ERROR, list_name=query.decision.list_name if query.decision else ""
+            )
         self.finish(query)
         return query.response
 

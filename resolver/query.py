@@ -114,7 +114,9 @@ class Query:
         self.qtype, self.qclass = _TYPE_CLASS.unpack_from(raw, self.question_end - 4)
         self.edns_flags, self.udp_size = _read_edns(raw, self.question_end)
 
-    def replay(self, raw: bytes, client: tuple[Any, ...], transport: Transport, received_at: float) -> Query:
+    def replay(
+        self, raw: bytes, client: tuple[Any, ...], transport: Transport, received_at: float
+    ) -> Query:
         """A new query whose bytes after the ID equal this one's, without parsing them again."""
         query: Query = object.__new__(Query)
         query.raw = raw

@@ -23,7 +23,9 @@ def edns_record(dnssec_ok: bool) -> bytes:
 
 def header_flags(raw: bytes, rcode: int, authoritative: bool = False) -> bytes:
     """QR and RA set; opcode, RD and CD copied from the query."""
-    return bytes((0x80 | (raw[2] & 0x79) | (0x04 if authoritative else 0), 0x80 | (raw[3] & 0x10) | rcode))
+    return bytes(
+        (0x80 | (raw[2] & 0x79) | (0x04 if authoritative else 0), 0x80 | (raw[3] & 0x10) | rcode)
+    )
 
 
 def reply(query: Query, rcode: int, answers: bytes = b"", answer_count: int = 0) -> bytes:
@@ -50,8 +52,14 @@ def error_reply(raw: bytes, rcode: int) -> bytes | None:
 
 
 def truncated(response: bytes, question_end: int) -> bytes:
-    """The header and question of a response with TC set, for a UDP client whose buffer is too small."""
-    return response[:2] + bytes((response[2] | 0x02, response[3])) + b"\x00\x01" + bytes(6) + response[12:question_end]
+    """Header and question of a response, with TC set: for a UDP client with a small buffer."""
+    return (
+        response[:2]
+        + bytes((response[2] | 0x02, response[3]))
+        + b"\x00\x01"
+        + bytes(6)
+        + response[12:question_end]
+    )
 
 
 def fit_udp(query: Query, response: bytes) -> bytes:
@@ -63,7 +71,7 @@ def fit_udp(query: Query, response: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class BlockResponse:
-    """How blocked names are answered: `null` (0.0.0.0 and ::), `nxdomain`, `refused`, or two IPs."""
+    """How blocked names are answered: `null` (0.0.0.0, ::), `nxdomain`, `refused`, or two IPs."""
 
     mode: str = "null"
     ipv4: bytes = bytes(4)
@@ -80,7 +88,8 @@ class BlockResponse:
             addresses = [ipaddress.ip_address(part) for part in parts if part]
         except ValueError as exc:
             raise ConfigError(
-                f"block_response: {text!r} is not null, nxdomain, refused or '<IPv4>,<IPv6>' ({exc})",
+                f"block_response: {text!r} is not null, nxdomain, refused or "
+                f"'<IPv4>,<IPv6>' ({exc})",
                 source=source,
             ) from None
         v4 = [a for a in addresses if a.version == 4]

@@ -7,6 +7,7 @@ and hands the rest to the event loop; TCP is served by asyncio streams.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -65,7 +66,9 @@ def parse_listen(text: str) -> ListenAddress:
         host, port = split_host_port(text, 53)
         address = ipaddress.ip_address(host)
     except ValueError as exc:
-        raise ConfigError(f"listen: {exc} (give ADDR:PORT, e.g. 127.0.0.1:53 or [::1]:53)") from None
+        raise ConfigError(
+            f"listen: {exc} (give ADDR:PORT, e.g. 127.0.0.1:53 or [::1]:53)"
+        ) from None
     return ListenAddress(str(address), port)
 
 
@@ -103,7 +106,9 @@ class DnsServer:
                 self.bound.append((transport, bound))
                 log.info("listening on %s %s", transport, bound)
         for sock in self._udp_sockets:
-            thread = threading.Thread(target=self._serve_udp, args=(sock,), name=f"udp {sock.getsockname()[:2]}")
+            thread = threading.Thread(
+                target=self._serve_udp, args=(sock,), name=f"udp {sock.getsockname()[:2]}"
+            )
             thread.daemon = True
             thread.start()
             self._udp_threads.append(thread)
@@ -111,10 +116,8 @@ class DnsServer:
     async def stop(self) -> None:
         self._stopping = True
         for sock in self._udp_sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         for server in self._tcp_servers:
             server.close()
         for thread in self._udp_threads:
@@ -288,8 +291,6 @@ def _socket(address: ListenAddress, kind: socket.SocketKind) -> socket.socket:
     if kind == socket.SOCK_STREAM:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     else:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
-        except OSError:
-            pass
     return sock

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -13,7 +14,14 @@ from aidns.resolver.caching import AnswerCache, CachingStage
 from aidns.resolver.config import Settings, remember_upstreams
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.forwarding import ForwardingStage
-from aidns.resolver.lists import DomainList, DomainMatcher, ListAction, Rule, load_lists, normalize_domain
+from aidns.resolver.lists import (
+    DomainList,
+    DomainMatcher,
+    ListAction,
+    Rule,
+    load_lists,
+    normalize_domain,
+)
 from aidns.resolver.pipeline import Pipeline, Stats, default_stages
 from aidns.resolver.server import DnsServer
 from aidns.resolver.upstream import UpstreamPool
@@ -28,7 +36,9 @@ def config_rules(settings: Settings) -> list[DomainList]:
         ("block", settings.block, ListAction.BLOCK),
         ("allow", settings.allow, ListAction.ALLOW),
     ):
-        domain_list = DomainList(name=f"config:{key}", action=action, source=str(settings.config_path))
+        domain_list = DomainList(
+            name=f"config:{key}", action=action, source=str(settings.config_path)
+        )
         for text in names:
             exact = text.startswith("=")
             try:
@@ -85,10 +95,8 @@ class Resolver:
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
         for line in self.settings.describe():
             log.info("%s", line)
         log.info("%s", self.describe_lists())

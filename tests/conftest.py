@@ -23,7 +23,9 @@ def _check_destination(address: Any) -> None:
     except ValueError:
         if host in ("localhost", ""):
             return
-        raise OffLoopbackTraffic(f"a test tried to reach {host!r}, which is not a loopback literal") from None
+        raise OffLoopbackTraffic(
+            f"a test tried to reach {host!r}, which is not a loopback literal"
+        ) from None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
     if not ip.is_loopback:

@@ -68,7 +68,9 @@ def start_dnsmasq(tmp_path: Path, *extra: str, host: str = "127.0.0.1") -> Dnsma
         time.sleep(0.1)
         if process.poll() is None:
             return Dnsmasq(port, process)
-    raise RuntimeError(f"dnsmasq did not start: {process.stderr.read().decode() if process.stderr else ''}")
+    raise RuntimeError(
+        f"dnsmasq did not start: {process.stderr.read().decode() if process.stderr else ''}"
+    )
 
 
 @dataclass
@@ -102,7 +104,9 @@ def aidns_command(*args: str) -> list[str]:
 
 def start_aidns(tmp_path: Path, *args: str, listen: tuple[str, ...] = ("127.0.0.1:0",)) -> Aidns:
     """Start the real server; `args` must include a loopback --upstream."""
-    assert any(a.startswith("--upstream") for a in args), "never start aidns without a loopback upstream"
+    assert any(a.startswith("--upstream") for a in args), (
+        "never start aidns without a loopback upstream"
+    )
     data_dir = tmp_path / "data"
     config = tmp_path / "config.yaml"
     if not config.exists():

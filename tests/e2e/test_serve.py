@@ -20,7 +20,14 @@ from .conftest import Aidns, Dnsmasq, aidns_command, free_port, start_aidns
 HOSTS = ["127.0.0.1", "::1"]
 
 
-def ask(server: Aidns, name: str, rdtype: str = "A", host: str = "127.0.0.1", tcp: bool = False, **kw: object) -> dns.message.Message:
+def ask(
+    server: Aidns,
+    name: str,
+    rdtype: str = "A",
+    host: str = "127.0.0.1",
+    tcp: bool = False,
+    **kw: object,
+) -> dns.message.Message:
     query = dns.message.make_query(name, rdtype, **kw)  # type: ignore[arg-type]
     port = server.port(host, "tcp" if tcp else "udp")
     if tcp:
@@ -69,14 +76,18 @@ def test_upstream_down_gives_servfail_within_timeout(tmp_path: Path) -> None:
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))  # receives, never answers
     try:
-        server = start_aidns(tmp_path, f"--upstream=127.0.0.1:{silent.getsockname()[1]}", "--upstream-timeout=1")
+        server = start_aidns(
+            tmp_path, f"--upstream=127.0.0.1:{silent.getsockname()[1]}", "--upstream-timeout=1"
+        )
         try:
             started = time.monotonic()
             response = ask(server, "anything.example")
             elapsed = time.monotonic() - started
             assert response.rcode() == dns.rcode.SERVFAIL
             assert elapsed < 1.5
-            assert ask(server, "telemetry.lmstudio.ai").rcode() == dns.rcode.NOERROR  # blocking still works
+            assert (
+                ask(server, "telemetry.lmstudio.ai").rcode() == dns.rcode.NOERROR
+            )  # blocking still works
         finally:
             server.stop()
     finally:
@@ -98,11 +109,19 @@ def test_bad_packets_get_formerr_or_silence_and_the_server_keeps_answering(aidns
     assert raw_exchange(port, b"\xff" * 5, 0.3) is None  # no readable header: dropped
     two_questions = struct.pack("!HHHHHH", 0xBEEF, 0x0100, 2, 0, 0, 0) + b"\x00\x00\x01\x00\x01" * 2
     response = raw_exchange(port, two_questions)
-    assert response is not None and response[:2] == b"\xbe\xef" and response[3] & 0xF == dns.rcode.FORMERR
+    assert (
+        response is not None
+        and response[:2] == b"\xbe\xef"
+        and response[3] & 0xF == dns.rcode.FORMERR
+    )
     truncated = dns.message.make_query("cut.example", "A").to_wire()[:-3]
     response = raw_exchange(port, truncated)
     assert response is not None and response[3] & 0xF == dns.rcode.FORMERR
-    for garbage in (b"\x00" * 12, bytes(range(256)) * 3, b"\x12\x34\x01\x00\x00\x01" + b"\xc0" * 40):
+    for garbage in (
+        b"\x00" * 12,
+        bytes(range(256)) * 3,
+        b"\x12\x34\x01\x00\x00\x01" + b"\xc0" * 40,
+    ):
         raw_exchange(port, garbage, 0.2)
     assert addresses(ask(aidns, "after.up.test")) == ["192.0.2.10"]
 
@@ -111,13 +130,20 @@ def test_tcp_length_prefix_past_the_data_is_closed(tmp_path: Path, dnsmasq: Dnsm
     (tmp_path / "config.yaml").write_text("tcp_idle_timeout: 0.5\n")
     server = start_aidns(tmp_path, f"--upstream=127.0.0.1:{dnsmasq.port}")
     try:
-        with socket.create_connection(("127.0.0.1", server.port("127.0.0.1", "tcp")), timeout=5) as conn:
+        with socket.create_connection(
+            ("127.0.0.1", server.port("127.0.0.1", "tcp")), timeout=5
+        ) as conn:
             conn.sendall(b"\x01\x00" + b"\x00" * 20)  # promises 256 bytes, sends 20
             started = time.monotonic()
             assert conn.recv(100) == b""
             assert time.monotonic() - started < 3
-        with socket.create_connection(("127.0.0.1", server.port("127.0.0.1", "tcp")), timeout=5) as conn:
-            wires = [dns.message.make_query(n, "A").to_wire() for n in ("telemetry.lmstudio.ai", "two.up.test")]
+        with socket.create_connection(
+            ("127.0.0.1", server.port("127.0.0.1", "tcp")), timeout=5
+        ) as conn:
+            wires = [
+                dns.message.make_query(n, "A").to_wire()
+                for n in ("telemetry.lmstudio.ai", "two.up.test")
+            ]
             conn.sendall(b"".join(struct.pack("!H", len(w)) + w for w in wires))
             replies = [dns.query.receive_tcp(conn, time.time() + 5)[0] for _ in wires]
             assert sorted(addresses(r)[0] for r in replies) == ["0.0.0.0", "192.0.2.10"]
@@ -154,7 +180,9 @@ def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_refuses_to_forward_to_itself(tmp_path: Path) -> None:
     port = free_port()
-    result = run_serve(f"--listen=127.0.0.1:{port}", f"--upstream=127.0.0.1:{port}", f"--data-dir={tmp_path}")
+    result = run_serve(
+        f"--listen=127.0.0.1:{port}", f"--upstream=127.0.0.1:{port}", f"--data-dir={tmp_path}"
+    )
     assert result.returncode == 2
     assert "queries would loop" in result.stderr and "Traceback" not in result.stderr
 

@@ -5,7 +5,6 @@ import ipaddress
 import dns.message
 import dns.rcode
 import pytest
-
 from aidns.resolver.access import AccessStage
 from aidns.resolver.query import Action
 

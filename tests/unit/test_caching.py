@@ -4,14 +4,15 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.rrset
-
 from aidns.resolver.caching import AnswerCache, CacheConfig, CachingStage, parse_answer
 from aidns.resolver.query import Action
 
 from .helpers import make_query
 
 
-def upstream_answer(query_wire: bytes, *records: str, rcode: int = dns.rcode.NOERROR, authority: str = "") -> bytes:
+def upstream_answer(
+    query_wire: bytes, *records: str, rcode: int = dns.rcode.NOERROR, authority: str = ""
+) -> bytes:
     request = dns.message.from_wire(query_wire)
     response = dns.message.make_response(request)
     response.set_rcode(rcode)
@@ -33,7 +34,10 @@ SOA = "example. 900 SOA ns.example. host.example. 1 7200 900 1209600 300"
 def test_positive_answer_served_with_ttl_counted_down() -> None:
     cache = AnswerCache(CacheConfig())
     first = make_query("www.example.", "A")
-    cache.store(first, upstream_answer(first.raw, "www.example. 100 A 192.0.2.1", "www.example. 50 A 192.0.2.2"))
+    cache.store(
+        first,
+        upstream_answer(first.raw, "www.example. 100 A 192.0.2.1", "www.example. 50 A 192.0.2.2"),
+    )
     second = make_query("WWW.Example.", "A")
     entry_time = cache._entries[second.cache_key()].stored_at
     response = cache.answer(second, entry_time + 10.5)
@@ -51,20 +55,37 @@ def test_negative_answers_use_soa_minimum() -> None:
     nxdomain = upstream_answer(query.raw, rcode=dns.rcode.NXDOMAIN, authority=SOA)
     entry = parse_answer(nxdomain, query.question_end, config)
     assert entry is not None and round(entry.expires_at - entry.stored_at) == 300
-    nodata = upstream_answer(query.raw, authority=SOA.replace(" 300", " 5000").replace(" 900 SOA", " 60 SOA"))
+    nodata = upstream_answer(
+        query.raw, authority=SOA.replace(" 300", " 5000").replace(" 900 SOA", " 60 SOA")
+    )
     entry = parse_answer(nodata, query.question_end, config)
     assert entry is not None and round(entry.expires_at - entry.stored_at) == 60
-    assert parse_answer(upstream_answer(query.raw, rcode=dns.rcode.NXDOMAIN), query.question_end, config) is None
+    assert (
+        parse_answer(
+            upstream_answer(query.raw, rcode=dns.rcode.NXDOMAIN), query.question_end, config
+        )
+        is None
+    )
 
 
 def test_not_cached_servfail_truncated_zero_ttl() -> None:
     config = CacheConfig()
     query = make_query("a.example.")
-    assert parse_answer(upstream_answer(query.raw, rcode=dns.rcode.SERVFAIL), query.question_end, config) is None
+    assert (
+        parse_answer(
+            upstream_answer(query.raw, rcode=dns.rcode.SERVFAIL), query.question_end, config
+        )
+        is None
+    )
     truncated = bytearray(upstream_answer(query.raw, "a.example. 60 A 192.0.2.1"))
     truncated[2] |= 0x02
     assert parse_answer(bytes(truncated), query.question_end, config) is None
-    assert parse_answer(upstream_answer(query.raw, "a.example. 0 A 192.0.2.1"), query.question_end, config) is None
+    assert (
+        parse_answer(
+            upstream_answer(query.raw, "a.example. 0 A 192.0.2.1"), query.question_end, config
+        )
+        is None
+    )
     assert parse_answer(b"\x00" * 40, query.question_end, config) is None
 
 
@@ -73,7 +94,9 @@ def test_cached_answer_carries_our_opt_not_the_upstreams() -> None:
     with_edns = make_query("a.example.", dnssec=True)
     cache.store(with_edns, upstream_answer(with_edns.raw, "a.example. 60 A 192.0.2.1"))
     again = make_query("a.example.", dnssec=True)
-    message = dns.message.from_wire(cache.answer(again, cache._entries[again.cache_key()].stored_at) or b"")
+    message = dns.message.from_wire(
+        cache.answer(again, cache._entries[again.cache_key()].stored_at) or b""
+    )
     assert message.edns == 0 and message.ednsflags & dns.flags.DO
     assert message.payload == 1232
 

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 from aidns.resolver.config import (
     FALLBACK_UPSTREAM,
+    Settings,
     load_settings,
     nameservers_from,
     remember_upstreams,
@@ -13,12 +14,16 @@ from aidns.resolver.config import (
 from aidns.resolver.errors import ConfigError
 
 
-def settings_for(tmp_path: Path, config: str = "", *, resolv: str = "nameserver 127.0.0.53\n", **flags: object):  # type: ignore[no-untyped-def]
+def settings_for(
+    tmp_path: Path, config: str = "", *, resolv: str = "nameserver 127.0.0.53\n", **flags: Any
+) -> Settings:
     path = tmp_path / "config.yaml"
     path.write_text(config)
     resolv_conf = tmp_path / "resolv.conf"
     resolv_conf.write_text(resolv)
-    return load_settings(config_path=path, data_dir=tmp_path / "data", resolv_conf=[resolv_conf], **flags)  # type: ignore[arg-type]
+    return load_settings(
+        config_path=path, data_dir=tmp_path / "data", resolv_conf=[resolv_conf], **flags
+    )
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -32,7 +37,8 @@ def test_defaults(tmp_path: Path) -> None:
 def test_flags_beat_config(tmp_path: Path) -> None:
     settings = settings_for(
         tmp_path,
-        "listen: ['127.0.0.1:5300']\nupstream: 127.0.0.1:5301\ncache_size: 5\nblock-response: nxdomain\n",
+        "listen: ['127.0.0.1:5300']\nupstream: 127.0.0.1:5301\n"
+        "cache_size: 5\nblock-response: nxdomain\n",
         listen=["[::1]:5400"],
         cache_size=7,
     )
@@ -77,18 +83,25 @@ def test_loop_to_own_listen_address_is_refused(tmp_path: Path) -> None:
 
 
 def test_system_upstreams_are_remembered(tmp_path: Path) -> None:
-    resolv = "# generated\nnameserver 127.0.0.53\nnameserver 192.0.2.53 # router\nnameserver fd00::53\noptions edns0\n"
+    resolv = (
+        "# generated\nnameserver 127.0.0.53\nnameserver 192.0.2.53 # router\n"
+        "nameserver fd00::53\noptions edns0\n"
+    )
     first = settings_for(tmp_path, resolv=resolv)
     assert [str(u) for u in first.upstreams] == ["192.0.2.53", "fd00::53"]
     assert first.upstreams_from_system
     remember_upstreams(first)
-    later = settings_for(tmp_path, resolv="nameserver 127.0.0.1\n")  # the system now points at aidns
+    later = settings_for(
+        tmp_path, resolv="nameserver 127.0.0.1\n"
+    )  # the system now points at aidns
     assert [str(u) for u in later.upstreams] == ["192.0.2.53", "fd00::53"]
     assert "remembered" in later.upstream_source
 
 
 def test_nameservers_from_skips_loopback_and_junk(tmp_path: Path) -> None:
     path = tmp_path / "resolv.conf"
-    path.write_text("nameserver ::1\nnameserver bogus\nnameserver 0.0.0.0\nnameserver 198.51.100.1\n")
+    path.write_text(
+        "nameserver ::1\nnameserver bogus\nnameserver 0.0.0.0\nnameserver 198.51.100.1\n"
+    )
     assert nameservers_from(path) == ["198.51.100.1"]
     assert nameservers_from(tmp_path / "missing") == []

@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from aidns.resolver.errors import ListError
 from aidns.resolver.lists import (
     BIG_LIST_ENTRIES,
@@ -22,7 +21,9 @@ from aidns.resolver.query import Action
 def rules(action: ListAction, *names: str, list_name: str = "test") -> DomainList:
     domain_list = DomainList(name=list_name, action=action, source="test")
     for name in names:
-        domain_list.rules.append(Rule(name.lstrip("="), action, list_name, exact=name.startswith("=")))
+        domain_list.rules.append(
+            Rule(name.lstrip("="), action, list_name, exact=name.startswith("="))
+        )
     return domain_list
 
 
@@ -54,13 +55,17 @@ def test_subtree_exact_and_precedence(qname: bytes, verdict: Action | None) -> N
 
 
 def test_decision_names_rule_and_list() -> None:
-    matcher = DomainMatcher([rules(ListAction.BLOCK, "sentry.io", "=host.example", list_name="vendor")])
+    matcher = DomainMatcher(
+        [rules(ListAction.BLOCK, "sentry.io", "=host.example", list_name="vendor")]
+    )
     assert matcher.decide(b"a.sentry.io") == (Action.BLOCKED, "sentry.io", "vendor")
     assert matcher.decide(b"host.example") == (Action.BLOCKED, "=host.example", "vendor")
 
 
 def test_allow_beats_block_even_when_less_specific() -> None:
-    matcher = DomainMatcher([rules(ListAction.BLOCK, "a.b.example"), rules(ListAction.ALLOW, "example")])
+    matcher = DomainMatcher(
+        [rules(ListAction.BLOCK, "a.b.example"), rules(ListAction.ALLOW, "example")]
+    )
     decision = matcher.decide(b"a.b.example")
     assert decision is not None and decision.action is Action.ALLOWED
 
@@ -73,13 +78,19 @@ def test_disabled_list_does_not_match() -> None:
 
 @pytest.mark.parametrize(
     ("text", "wire"),
-    [("Sentry.IO.", b"sentry.io"), ("  a-b_c.example ", b"a-b_c.example"), ("bücher.example", b"xn--bcher-kva.example")],
+    [
+        ("Sentry.IO.", b"sentry.io"),
+        ("  a-b_c.example ", b"a-b_c.example"),
+        ("bücher.example", b"xn--bcher-kva.example"),
+    ],
 )
 def test_normalize_domain(text: str, wire: bytes) -> None:
     assert normalize_domain(text) == wire
 
 
-@pytest.mark.parametrize("text", ["", "a..b", "-a.example", "a-.example", "a b", "x" * 64 + ".example", "a/b"])
+@pytest.mark.parametrize(
+    "text", ["", "a..b", "-a.example", "a-.example", "a b", "x" * 64 + ".example", "a/b"]
+)
 def test_normalize_domain_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         normalize_domain(text)
@@ -106,7 +117,14 @@ def test_text_list_big_and_small_agree(tmp_path: Path) -> None:
 def test_text_list_bad_lines_are_skipped_and_reported_with_line_numbers(tmp_path: Path) -> None:
     path = tmp_path / "mixed.txt"
     good = [f"good{i}.example" for i in range(3000)]
-    lines = [*good[:1500], "bad..name", *good[1500:], "has space.example", "-dash.example", "last.example"]
+    lines = [
+        *good[:1500],
+        "bad..name",
+        *good[1500:],
+        "has space.example",
+        "-dash.example",
+        "last.example",
+    ]
     path.write_text("\n".join(lines))
     loaded = load_text_list(path)
     assert loaded.skipped == 3
@@ -130,7 +148,9 @@ def test_yaml_list(tmp_path: Path) -> None:
     assert loaded.rules[1].purpose == "telemetry"
     assert loaded.skipped == 2
     assert loaded.problems[0].startswith(f"{path}:9: ")
-    assert "unknown key(s) colour" in loaded.problems[1] and loaded.problems[1].startswith(f"{path}:10:")
+    assert "unknown key(s) colour" in loaded.problems[1] and loaded.problems[1].startswith(
+        f"{path}:10:"
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@ from __future__ import annotations
 import struct
 
 import pytest
-
 from aidns.resolver.query import MalformedQuery, Query, Rcode, Transport
 
 from .helpers import make_query, make_wire
@@ -58,7 +57,10 @@ def header(flags: int = 0x0100, qd: int = 1, an: int = 0, ns: int = 0, ar: int =
         (header() + b"\x07example", Rcode.FORMERR),  # truncated name
         (header() + b"\x07example\x00\x00", Rcode.FORMERR),  # truncated type/class
         (header() + b"\xc0\x0c\x00\x01\x00\x01", Rcode.FORMERR),  # pointer in question
-        (header() + b"\x3f" + b"a" * 63 + (b"\x3f" + b"a" * 63) * 3 + b"\x00\x00\x01\x00\x01", Rcode.FORMERR),
+        (
+            header() + b"\x3f" + b"a" * 63 + (b"\x3f" + b"a" * 63) * 3 + b"\x00\x00\x01\x00\x01",
+            Rcode.FORMERR,
+        ),
         (header(flags=0x2800) + b"\x00\x00\x06\x00\x01", Rcode.NOTIMP),  # UPDATE
     ],
 )
