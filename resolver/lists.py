@@ -334,15 +334,28 @@ def load_lists(directories: Iterable[Path]) -> tuple[list[DomainList], list[str]
     return list(by_name.values()), errors
 
 
-class _Segment:
-    """A big list's sorted hashes, with the list's name and action."""
+BUCKET_BITS = 16
+_BUCKET_SHIFT = 64 - BUCKET_BITS
+_BUCKET_OFFSET = 1 << (BUCKET_BITS - 1)  # hashes are signed
 
-    __slots__ = ("action", "hashes", "list_name")
+
+class _Segment:
+    """A big list's sorted hashes, with where each run of equal top bits starts, so a search
+    touches a few neighbouring entries instead of twenty scattered ones."""
+
+    __slots__ = ("action", "hashes", "list_name", "starts")
 
     def __init__(self, hashes: array[int], action: ListAction, list_name: str):
         self.hashes = hashes
         self.action = action
         self.list_name = list_name
+        self.starts = array(
+            "I",
+            (
+                bisect_left(hashes, (bucket - _BUCKET_OFFSET) << _BUCKET_SHIFT)
+                for bucket in range((1 << BUCKET_BITS) + 1)
+            ),
+        )
 
 
 FILTER_BITS = 1 << 25  # 4 MB; about 3% of misses reach the binary search with a million rules
@@ -406,10 +419,12 @@ class DomainMatcher:
     def _search(self, segments: list[_Segment], key: int) -> _Segment | None:
         if not self._filter[(key >> 3) & _FILTER_MASK] & (1 << (key & 7)):
             return None
+        bucket = (key >> _BUCKET_SHIFT) + _BUCKET_OFFSET
         for segment in segments:
             hashes = segment.hashes
-            index = bisect_left(hashes, key)
-            if index < len(hashes) and hashes[index] == key:
+            end = segment.starts[bucket + 1]
+            index = bisect_left(hashes, key, segment.starts[bucket], end)
+            if index < end and hashes[index] == key:
                 return segment
         return None
 

@@ -8,7 +8,6 @@ handler per packet served about a quarter of the queries a plain socket loop did
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -59,7 +58,7 @@ class Stats:
         return sum(self.by_action.values())
 
 
-MEMO_ENTRIES = 20000
+MEMO_ENTRIES = 10000  # per generation
 
 
 class _Memo(NamedTuple):
@@ -83,6 +82,7 @@ class Pipeline:
         self.final = final
         self.observers = list(observers)
         self._memo: dict[bytes, _Memo] = {}
+        self._older_memo: dict[bytes, _Memo] = {}
 
     def answer_now(self, query: Query) -> bytes | None:
         """The response if a stage could answer without waiting, else None: call `answer_later`."""
@@ -96,18 +96,23 @@ class Pipeline:
         return None
 
     def _remember(self, query: Query, response: bytes) -> None:
-        memo = self._memo
-        while len(memo) >= MEMO_ENTRIES:
-            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
-                del memo[next(iter(memo))]  # may race another thread; the loop checks again
-        memo[query.raw[2:]] = _Memo(query, response[2:], query.reusable_until)
+        if len(self._memo) >= MEMO_ENTRIES:
+            self._older_memo = self._memo  # two generations: no per-entry eviction cost
+            self._memo = {}
+        self._memo[query.raw[2:]] = _Memo(query, response[2:], query.reusable_until)
 
     def replay(
         self, raw: bytes, client: tuple[Any, ...], transport: Transport, now: float
     ) -> bytes | None:
         """The answer to a packet seen before, if it still holds; None means parse and ask."""
-        memo = self._memo.get(raw[2:])
-        if memo is None or memo.until <= now:
+        key = raw[2:]
+        memo = self._memo.get(key)
+        if memo is None:
+            memo = self._older_memo.get(key)
+            if memo is None:
+                return None
+            self._memo[key] = memo
+        if memo.until <= now:
             return None
         query = memo.query.replay(raw, client, transport, now)
         for stage in self.per_client_stages:
@@ -120,7 +125,8 @@ class Pipeline:
 
     def forget(self) -> None:
         """Drop remembered answers: call after any change to rules or blocking."""
-        self._memo.clear()
+        self._memo = {}
+        self._older_memo = {}
 
     async def answer_later(self, query: Query) -> bytes:
         try:

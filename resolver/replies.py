@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.query import DO_BIT, OPT, PLAIN_UDP_SIZE, Query, Rcode
@@ -77,6 +77,7 @@ class BlockResponse:
     ipv4: bytes = bytes(4)
     ipv6: bytes = bytes(16)
     ttl_s: int = 60
+    records: tuple[bytes, ...] = field(default=(), init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str, ttl_s: int = 60, source: str | None = None) -> BlockResponse:
@@ -118,6 +119,12 @@ class BlockResponse:
             return reply(query, Rcode.REFUSED)
         if query.qclass != 1 or query.qtype not in (TYPE_A, TYPE_AAAA):
             return reply(query, Rcode.NOERROR)
-        rdata = self.ipv4 if query.qtype == TYPE_A else self.ipv6
-        record = struct.pack("!HHHIH", 0xC00C, query.qtype, 1, self.ttl_s, len(rdata)) + rdata
+        record = self.records[0 if query.qtype == TYPE_A else 1]
         return reply(query, Rcode.NOERROR, record, 1)
+
+    def __post_init__(self) -> None:
+        records = tuple(
+            struct.pack("!HHHIH", 0xC00C, rdtype, 1, self.ttl_s, len(rdata)) + rdata
+            for rdtype, rdata in ((TYPE_A, self.ipv4), (TYPE_AAAA, self.ipv6))
+        )
+        object.__setattr__(self, "records", records)
