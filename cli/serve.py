@@ -48,6 +48,10 @@ def serve(
         int | None, typer.Option(help="Cache entries; 0 turns it off. [default: 20000]")
     ] = None,
     upstream_timeout: Annotated[float | None, typer.Option(help="Seconds. [default: 2]")] = None,
+    upstream_ca: Annotated[
+        Path | None,
+        typer.Option(help="CA bundle to verify DoT/DoH upstreams. [default: the system's]"),
+    ] = None,
     log_level: Annotated[
         str | None, typer.Option(help="debug | info | warning | error  [default: info]")
     ] = None,
@@ -72,6 +76,7 @@ def serve(
             block_response=block_response,
             cache_size=cache_size,
             upstream_timeout_s=upstream_timeout,
+            upstream_ca=upstream_ca,
             log_level=log_level,
         )
         logging.getLogger().setLevel(settings.log_level.upper())

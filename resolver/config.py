@@ -64,6 +64,7 @@ class Settings:
     block_response: BlockResponse
     cache: CacheConfig
     upstream_timeout_s: float
+    upstream_ca: Path | None
     tcp_idle_timeout_s: float
     log_level: str
     data_dir: Path
@@ -85,7 +86,8 @@ class Settings:
             f"lists from {', '.join(map(str, self.list_dirs))}",
             self.cache.describe(),
             f"forwarding: {', '.join(map(str, self.upstreams))} ({self.upstream_source}), "
-            f"timeout {self.upstream_timeout_s:g} s",
+            f"timeout {self.upstream_timeout_s:g} s"
+            + (f", CA {self.upstream_ca}" if self.upstream_ca else ""),
         ]
 
 
@@ -99,6 +101,7 @@ KNOWN_KEYS = {
     "cache_max_ttl": "seconds",
     "cache_min_ttl": "seconds",
     "upstream_timeout": "seconds",
+    "upstream_ca": "path of a CA bundle for DoT and DoH upstreams",
     "tcp_idle_timeout": "seconds",
     "log_level": "debug | info | warning | error",
     "data_dir": "path",
@@ -193,6 +196,7 @@ def load_settings(
     block_response: str | None = None,
     cache_size: int | None = None,
     upstream_timeout_s: float | None = None,
+    upstream_ca: Path | None = None,
     log_level: str | None = None,
     resolv_conf: Sequence[Path] = RESOLV_CONF_PATHS,
 ) -> Settings:
@@ -258,6 +262,14 @@ def load_settings(
         upstreams, source, from_system = default_upstreams(data_dir, resolv_conf)
     check_no_loop(upstreams, listen_addresses)
 
+    if upstream_ca is not None:
+        if not upstream_ca.is_file():
+            raise ConfigError(f"--upstream-ca: {upstream_ca} is not a readable file")
+    elif config.values.get("upstream_ca") is not None:
+        upstream_ca = Path(str(config.values["upstream_ca"])).expanduser()
+        if not upstream_ca.is_file():
+            raise config.error("upstream_ca", f"{upstream_ca} is not a readable file")
+
     lists_config = config.values.get("lists") or {}
     if not isinstance(lists_config, dict) or set(lists_config) - {"enable", "disable"}:
         raise config.error(
@@ -273,6 +285,7 @@ def load_settings(
         block_response=sinkhole,
         cache=cache,
         upstream_timeout_s=_as_number(config, "upstream_timeout", upstream_timeout_s, 2.0, 0.05),
+        upstream_ca=upstream_ca,
         tcp_idle_timeout_s=_as_number(config, "tcp_idle_timeout", None, 10.0, 0.1),
         log_level=level,
         data_dir=data_dir,

@@ -75,7 +75,11 @@ class Resolver:
         self.settings = settings
         self.matcher, self.lists = build_matcher(settings)
         self.cache = AnswerCache(settings.cache)
-        self.pool = UpstreamPool(settings.upstreams, timeout_s=settings.upstream_timeout_s)
+        self.pool = UpstreamPool(
+            settings.upstreams,
+            timeout_s=settings.upstream_timeout_s,
+            verify=str(settings.upstream_ca) if settings.upstream_ca else True,
+        )
         self.stats = Stats()
         self.blocking = BlockingStage(self.matcher, settings.block_response)
         stages, final = default_stages(
