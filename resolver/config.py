@@ -213,9 +213,10 @@ def load_settings(
     try:
         listen_addresses = tuple(dict.fromkeys(parse_listen(text) for text in listen_texts))
     except ConfigError as exc:
-        raise (
-            exc if listen else config.error("listen", str(exc).removeprefix("listen: "))
-        ) from None
+        message = str(exc).removeprefix("listen: ")
+        if listen:
+            raise ConfigError(f"--listen: {message}") from None
+        raise config.error("listen", message) from None
 
     nets: list[Network] = []
     for text in list(allow_net) or _as_list(config, "allow_net") or []:
@@ -231,9 +232,10 @@ def load_settings(
     try:
         sinkhole = BlockResponse.parse(str(response_text), ttl_s=ttl)
     except ConfigError as exc:
+        message = str(exc).removeprefix("block_response: ")
         if block_response:
-            raise
-        raise config.error("block_response", str(exc).removeprefix("block_response: ")) from None
+            raise ConfigError(f"--block-response: {message}") from None
+        raise config.error("block_response", message) from None
 
     cache = CacheConfig(
         size=int(_as_number(config, "cache_size", cache_size, 20000, 0)),
@@ -257,7 +259,9 @@ def load_settings(
         try:
             upstreams = tuple(parse_upstream(text) for text in upstream_texts)
         except ConfigError as exc:
-            raise (exc if upstream else config.error("upstream", str(exc))) from None
+            if upstream:
+                raise ConfigError(f"--upstream: {exc}") from None
+            raise config.error("upstream", str(exc)) from None
     else:
         upstreams, source, from_system = default_upstreams(data_dir, resolv_conf)
     check_no_loop(upstreams, listen_addresses)
