@@ -5,6 +5,7 @@ import ipaddress
 import dns.message
 import dns.rcode
 import pytest
+
 from aidns.resolver.access import AccessStage
 from aidns.resolver.query import Action
 

@@ -4,6 +4,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.rrset
+
 from aidns.resolver.caching import AnswerCache, CacheConfig, CachingStage, parse_answer
 from aidns.resolver.query import Action
 

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from aidns.resolver.config import (
     FALLBACK_UPSTREAM,
     Settings,

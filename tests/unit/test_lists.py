@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from aidns.resolver.errors import ListError
 from aidns.resolver.lists import (
     BIG_LIST_ENTRIES,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+
 from aidns.resolver.query import MalformedQuery, Query, Rcode, Transport
 
 from .helpers import make_query, make_wire

@@ -4,6 +4,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 import pytest
+
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.query import Rcode
 from aidns.resolver.replies import BlockResponse, error_reply, fit_udp, reply
