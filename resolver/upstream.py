@@ -21,6 +21,7 @@ import dns.exception
 import dns.message
 import dns.query
 import httpx2
+
 from aidns.resolver.errors import ConfigError, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,8 @@ class Upstream:
         except TimeoutError:
             raise UpstreamError(f"{self.spec}: no answer within {timeout_s:.3g} s") from None
         except (OSError, EOFError, ValueError, dns.exception.DNSException, httpx2.HTTPError) as exc:
-            raise UpstreamError(f"{self.spec}: {str(exc) or type(exc).__name__}") from None
+            detail = str(exc).split("\n", 1)[0] or type(exc).__name__
+            raise UpstreamError(f"{self.spec}: {detail}") from None
 
     async def _udp(self, query_wire: bytes) -> bytes:
         loop = asyncio.get_running_loop()

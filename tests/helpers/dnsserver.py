@@ -144,7 +144,7 @@ class FakeNameserver:
         except dns.exception.DNSException:
             return []
         question = query.question[0] if query.question else None
-        qname = question.name.to_text(omit_final_dot=True).lower() if question else ""
+        qname = question.name.to_text(omit_final_dot=True).lower() if question is not None else ""
         with self._lock:
             self.received.append(Received(transport, wire, qname, peer))
         behaviour = self.behaviours.get(qname, self.default)
