@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 import typer
+
 from aidns.cli.serve import serve
 
 app = typer.Typer(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from aidns.resolver.errors import AidnsError
 
 ConfigOption = Annotated[

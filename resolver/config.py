@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from aidns.resolver.caching import CacheConfig
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.replies import BlockResponse

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from aidns.resolver.errors import ListError
 from aidns.resolver.query import Action, Decision
 
