@@ -56,6 +56,14 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="debug | info | warning | error  [default: info]")
     ] = None,
+    query_log: Annotated[
+        bool | None,
+        typer.Option("--query-log/--no-query-log", help="Log every query in SQLite. [default: on]"),
+    ] = None,
+    query_log_jsonl: Annotated[
+        str | None,
+        typer.Option(help='Also write each query as a JSON line to this file, or "-" for stdout.'),
+    ] = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     check: Annotated[
@@ -79,6 +87,8 @@ def serve(
             upstream_timeout_s=upstream_timeout,
             upstream_ca=upstream_ca,
             log_level=log_level,
+            query_log=query_log,
+            query_log_jsonl=query_log_jsonl,
         )
         logging.getLogger().setLevel(settings.log_level.upper())
         if check:

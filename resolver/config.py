@@ -15,6 +15,7 @@ import yaml
 
 from aidns.resolver.caching import CacheConfig
 from aidns.resolver.errors import ConfigError
+from aidns.resolver.querylog import QueryLogConfig
 from aidns.resolver.replies import BlockResponse
 from aidns.resolver.server import ListenAddress, parse_listen
 from aidns.resolver.upstream import Scheme, UpstreamSpec, parse_upstream
@@ -64,6 +65,7 @@ class Settings:
     allow_nets: tuple[Network, ...]
     block_response: BlockResponse
     cache: CacheConfig
+    query_log: QueryLogConfig
     upstream_timeout_s: float
     upstream_ca: Path | None
     tcp_idle_timeout_s: float
@@ -86,6 +88,7 @@ class Settings:
             f"blocking: block_response {self.block_response}, ttl {self.block_response.ttl_s} s; "
             f"lists from {', '.join(map(str, self.list_dirs))}",
             self.cache.describe(),
+            self.query_log.describe(),
             f"forwarding: {', '.join(map(str, self.upstreams))} ({self.upstream_source}), "
             f"timeout {self.upstream_timeout_s:g} s"
             + (f", CA {self.upstream_ca}" if self.upstream_ca else ""),
@@ -109,6 +112,10 @@ KNOWN_KEYS = {
     "block": "list of names to block",
     "allow": "list of names to allow",
     "lists": "mapping: enable / disable, each a list of list names",
+    "query_log": "true | false",
+    "query_log_days": "days",
+    "query_log_rows": "rows",
+    "query_log_jsonl": 'path, or "-" for standard output',
 }
 
 
@@ -199,6 +206,8 @@ def load_settings(
     upstream_timeout_s: float | None = None,
     upstream_ca: Path | None = None,
     log_level: str | None = None,
+    query_log: bool | None = None,
+    query_log_jsonl: str | None = None,
     resolv_conf: Sequence[Path] = RESOLV_CONF_PATHS,
 ) -> Settings:
     """Merge flags over the config file over defaults; every error names its source."""
@@ -242,6 +251,17 @@ def load_settings(
         size=int(_as_number(config, "cache_size", cache_size, 20000, 0)),
         max_ttl_s=int(_as_number(config, "cache_max_ttl", None, 86400, 0)),
         min_ttl_s=int(_as_number(config, "cache_min_ttl", None, 0, 0)),
+    )
+
+    log_enabled = config.values.get("query_log", True) if query_log is None else query_log
+    if not isinstance(log_enabled, bool):
+        raise config.error("query_log", f"expected true or false, got {log_enabled!r}")
+    jsonl = query_log_jsonl or config.values.get("query_log_jsonl")
+    query_log_config = QueryLogConfig(
+        enabled=log_enabled,
+        days=_as_number(config, "query_log_days", None, 7, 0.001),
+        max_rows=int(_as_number(config, "query_log_rows", None, 1_000_000, 1)),
+        jsonl=str(jsonl) if jsonl else None,
     )
 
     level = (log_level or str(config.values.get("log_level", "info"))).lower()
@@ -289,6 +309,7 @@ def load_settings(
         allow_nets=tuple(nets),
         block_response=sinkhole,
         cache=cache,
+        query_log=query_log_config,
         upstream_timeout_s=_as_number(config, "upstream_timeout", upstream_timeout_s, 2.0, 0.05),
         upstream_ca=upstream_ca,
         tcp_idle_timeout_s=_as_number(config, "tcp_idle_timeout", None, 10.0, 0.1),

@@ -23,6 +23,7 @@ from aidns.resolver.lists import (
     normalize_domain,
 )
 from aidns.resolver.pipeline import Pipeline, Stats, default_stages
+from aidns.resolver.querylog import DB_NAME, QueryLog
 from aidns.resolver.server import DnsServer
 from aidns.resolver.upstream import UpstreamPool
 
@@ -88,7 +89,8 @@ class Resolver:
             caching=CachingStage(self.cache),
             forwarding=ForwardingStage(self.pool, self.cache),
         )
-        self.pipeline = Pipeline(stages, final, observers=[self.stats])
+        self.query_log = QueryLog(settings.data_dir / DB_NAME, settings.query_log)
+        self.pipeline = Pipeline(stages, final, observers=[self.stats, self.query_log])
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp_idle_timeout_s)
 
     def describe_lists(self) -> str:
@@ -104,6 +106,7 @@ class Resolver:
         for line in self.settings.describe():
             log.info("%s", line)
         log.info("%s", self.describe_lists())
+        self.query_log.start()
         await self.server.start()
         remember_upstreams(self.settings)
         try:
@@ -112,6 +115,7 @@ class Resolver:
             log.info("stopping")
             await self.server.stop()
             await self.pool.aclose()
+            await asyncio.to_thread(self.query_log.stop)
             log.info("stopped after %d queries", self.stats.queries)
 
 

@@ -1,0 +1,408 @@
+"""The query log: every query in SQLite, written in batches off the serving path.
+
+Description:
+    The pipeline hands each finished query to `QueryLog`. Identical queries (same client,
+    process, name, type and decision) within one batch window of a second become one
+    row with a `count`, so a flood costs a dict increment per query, not an insert. One
+    writer thread inserts each window (WAL mode), applies retention, and can mirror every
+    row as a JSON line. When the window is full, new records are dropped and counted: logging
+    never slows an answer. A full disk, a locked or a corrupt database is reported once; the
+    server keeps answering and the writer tries again, moving a corrupt file aside.
+Configuration:
+    query_log (on/off), query_log_days, query_log_rows, query_log_jsonl (a path, or "-").
+Example:
+    query_log_days: 14
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import math
+import sqlite3
+import struct
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from aidns.resolver.query import OPT, Query
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "queries.db"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queries (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    count INTEGER NOT NULL DEFAULT 1,
+    client TEXT,
+    client_port INTEGER,
+    protocol TEXT,
+    pid INTEGER,
+    process TEXT,
+    exe TEXT,
+    cmdline TEXT,
+    tool TEXT,
+    uid INTEGER,
+    user TEXT,
+    name TEXT NOT NULL,
+    qtype TEXT,
+    verdict TEXT NOT NULL,
+    rule TEXT,
+    list TEXT,
+    rcode TEXT,
+    answer TEXT,
+    upstream TEXT,
+    latency_ms REAL,
+    note TEXT,
+    rname TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queries_ts ON queries(ts);
+CREATE INDEX IF NOT EXISTS queries_rname ON queries(rname, ts);
+CREATE INDEX IF NOT EXISTS queries_process ON queries(process, ts);
+"""
+COLUMNS = (
+    *(
+        "ts",
+        "count",
+        "client",
+        "client_port",
+        "protocol",
+        "pid",
+        "process",
+        "exe",
+        "cmdline",
+        "tool",
+    ),
+    *("uid", "user", "name", "qtype", "verdict", "rule", "list", "rcode", "answer", "upstream"),
+    *("latency_ms", "note"),
+)
+_INSERT = "INSERT INTO queries ({}, rname) VALUES ({})".format(
+    ", ".join(COLUMNS), ", ".join("?" * (len(COLUMNS) + 1))
+)
+RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
+QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA"}
+QTYPES |= {33: "SRV", 35: "NAPTR", 43: "DS", 48: "DNSKEY", 64: "SVCB", 65: "HTTPS", 255: "ANY"}
+_RR_FIXED = struct.Struct("!HHIH")
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLogConfig:
+    enabled: bool = True
+    days: float = 7.0
+    max_rows: int = 1_000_000
+    jsonl: str | None = None
+    window_entries: int = 50_000
+    batch_interval_s: float = 1.0
+    busy_timeout_s: float = 1.0
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return "querylog: off"
+        mirror = f", JSON lines to {self.jsonl}" if self.jsonl else ""
+        return f"querylog: keep {self.days:g} days, at most {self.max_rows} rows{mirror}"
+
+
+def reversed_name(name: str) -> str:
+    """`o1.ingest.sentry.io` -> `io.sentry.ingest.o1`, so a subtree is a range of the index."""
+    return ".".join(reversed(name.split(".")))
+
+
+def subtree_range(name: str) -> tuple[str, str, str]:
+    """(exact, low, high) reversed-name bounds covering `name` and every name below it."""
+    exact = reversed_name(name.strip().rstrip(".").lower())
+    return exact, exact + ".", exact + "/"  # "/" sorts right after "."
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    while True:
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length >= 0xC0:
+            return pos + 2
+        pos += 1 + length
+
+
+def summarize(response: bytes, question_end: int) -> tuple[str, str]:
+    """(rcode, short answer text): addresses for A/AAAA, counts of other record types."""
+    if len(response) < 12:
+        return "", ""
+    rcode_number = response[3] & 0xF
+    rcode = RCODES[rcode_number] if rcode_number < len(RCODES) else str(rcode_number)
+    count = response[6] << 8 | response[7]
+    parts: list[str] = []
+    others: dict[str, int] = {}
+    pos = question_end
+    try:
+        for _ in range(count):
+            pos = _skip_name(response, pos)
+            rtype, _rclass, _ttl, rdlength = _RR_FIXED.unpack_from(response, pos)
+            rdata = response[pos + 10 : pos + 10 + rdlength]
+            pos += 10 + rdlength
+            if rtype == 1 and rdlength == 4:
+                parts.append(str(ipaddress.IPv4Address(rdata)))
+            elif rtype == 28 and rdlength == 16:
+                parts.append(str(ipaddress.IPv6Address(rdata)))
+            elif rtype != OPT:
+                kind = QTYPES.get(rtype, str(rtype))
+                others[kind] = others.get(kind, 0) + 1
+    except (IndexError, struct.error):
+        parts.append("(malformed)")
+    parts.extend(f"{n} {kind}" for kind, n in others.items())
+    return rcode, " ".join(parts)
+
+
+def connect(path: Path, *, readonly: bool = False, timeout_s: float = 5.0) -> sqlite3.Connection:
+    """A connection with the schema in place (read-write) or a read-only one for the commands."""
+    if readonly:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout_s)
+        connection.row_factory = sqlite3.Row
+        return connection
+    connection = sqlite3.connect(path, timeout=timeout_s, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.executescript(SCHEMA)
+    return connection
+
+
+class QueryLog:
+    """Observer that records each finished query; call `start` before and `stop` after serving."""
+
+    def __init__(self, path: Path, config: QueryLogConfig = QueryLogConfig()) -> None:
+        self.path = path
+        self.config = config
+        self.dropped = 0
+        self.written = 0
+        self._window: dict[tuple[Any, ...], list[Any]] = {}
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._connection: sqlite3.Connection | None = None
+        self._jsonl: TextIO | None = None
+        self._failing: str | None = None
+        self._retry_at = 0.0
+        self._last_retention = -math.inf
+        self._summaries: dict[bytes, tuple[str, str]] = {}
+
+    def __call__(self, query: Query) -> None:
+        process = query.process
+        decision = query.decision
+        key = (
+            query.client[0],
+            process.pid if process else None,
+            query.qname,
+            query.qtype,
+            decision,
+        )
+        entry = self._window.get(key)
+        if entry is not None:
+            entry[0] += 1
+            return
+        if len(self._window) >= self.config.window_entries:
+            self.dropped += 1
+            return
+        self._window[key] = [
+            1,
+            time.time(),
+            time.monotonic() - query.received_at,
+            query.client,
+            query.transport,
+            process,
+            query.qname,
+            query.qtype,
+            decision,
+            query.response,
+            query.question_end,
+            query.upstream,
+        ]
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued and close."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+        if self._jsonl is not None and self._jsonl is not sys.stdout:
+            with contextlib.suppress(OSError):
+                self._jsonl.close()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.config.batch_interval_s)
+            self._wake.clear()
+            self._write_pending()
+            if self._stopping:
+                self._write_pending()
+                return
+
+    def _rows(self, batch: Sequence[list[Any]]) -> Iterator[tuple[Any, ...]]:
+        for entry in batch:
+            count, wall, latency_s, client, transport, process, qname, qtype, decision = entry[:9]
+            response, question_end, upstream = entry[9:]
+            name = qname.decode("ascii", "backslashreplace")
+            summary = ("", "")
+            if response is not None:
+                tail = response[2:]
+                summary = self._summaries.get(tail) or self._summarize(tail, response, question_end)
+            yield (
+                wall,
+                count,
+                str(client[0]) if client else None,
+                client[1] if client and len(client) > 1 else None,
+                str(transport),
+                process.pid if process else None,
+                process.name if process else None,
+                process.exe if process else None,
+                process.cmdline if process else None,
+                process.tool if process else None,
+                process.uid if process else None,
+                getattr(process, "user", None) if process else None,
+                name,
+                QTYPES.get(qtype, str(qtype)),
+                str(decision.action) if decision else "error",
+                decision.rule if decision else None,
+                decision.list_name if decision else None,
+                summary[0],
+                summary[1],
+                upstream,
+                round(latency_s * 1000, 3),
+                getattr(process, "note", None) if process else None,
+                reversed_name(name),
+            )
+
+    def _summarize(self, tail: bytes, response: bytes, question_end: int) -> tuple[str, str]:
+        summary = summarize(response, question_end)
+        if len(self._summaries) > 10000:
+            self._summaries.clear()
+        self._summaries[tail] = summary
+        return summary
+
+    def _write_pending(self) -> None:
+        window, self._window = self._window, {}
+        if window:
+            time.sleep(0.002)  # let a serving thread finish counting into the old window
+        batch = list(window.values())
+        if not batch:
+            self._retain_if_due()
+            return
+        rows = list(self._rows(batch))
+        self._mirror(rows)
+        if not self.config.enabled:
+            return
+        connection = self._open()
+        if connection is None:
+            self.dropped += len(rows)
+            return
+        try:
+            with connection:
+                connection.executemany(_INSERT, rows)
+        except sqlite3.Error as exc:
+            self.dropped += len(rows)
+            self._fail(exc)
+            return
+        self.written += len(rows)
+        if self._failing is not None:
+            log.warning(
+                "query log %s is writable again; %d records were lost", self.path, self.dropped
+            )
+            self._failing = None
+        self._retain_if_due()
+
+    def _open(self) -> sqlite3.Connection | None:
+        if self._connection is not None:
+            return self._connection
+        if time.monotonic() < self._retry_at:
+            return None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._connection = connect(self.path, timeout_s=self.config.busy_timeout_s)
+            except sqlite3.DatabaseError as exc:
+                if not _is_corrupt(exc):
+                    raise
+                self._move_aside(exc)
+                self._connection = connect(self.path, timeout_s=self.config.busy_timeout_s)
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return None
+        return self._connection
+
+    def _move_aside(self, exc: sqlite3.DatabaseError) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        self.path.rename(aside)
+        for suffix in ("-wal", "-shm"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        log.error("query log %s: %s; moved it to %s and started a new one", self.path, exc, aside)
+
+    def _fail(self, exc: Exception) -> None:
+        """Say it once, close, and try again in a few seconds."""
+        reason = str(exc)
+        if self._failing != reason:
+            log.error(
+                "query log %s: %s; still answering, dropping records until it recovers",
+                self.path,
+                reason,
+            )
+            self._failing = reason
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = None
+        self._retry_at = time.monotonic() + 5.0
+
+    def _retain_if_due(self) -> None:
+        now = time.monotonic()
+        if not self.config.enabled or (now - self._last_retention < 60 and not self._stopping):
+            return
+        connection = self._open()
+        if connection is None:
+            return
+        self._last_retention = now
+        cutoff = time.time() - self.config.days * 86400
+        try:
+            with connection:
+                connection.execute("DELETE FROM queries WHERE ts < ?", (cutoff,))
+                connection.execute(
+                    "DELETE FROM queries WHERE id <= (SELECT max(id) FROM queries) - ?",
+                    (self.config.max_rows,),
+                )
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    def _mirror(self, rows: list[tuple[Any, ...]]) -> None:
+        target = self.config.jsonl
+        if not target:
+            return
+        try:
+            if self._jsonl is None:
+                self._jsonl = sys.stdout if target == "-" else open(target, "a", encoding="utf-8")  # noqa: SIM115
+            write = self._jsonl.write
+            for row in rows:
+                write(
+                    json.dumps(dict(zip(COLUMNS, row, strict=False)), separators=(",", ":")) + "\n"
+                )
+            self._jsonl.flush()
+        except OSError as exc:
+            if self._failing != str(exc):
+                log.error("query log mirror %s: %s", target, exc)
+                self._failing = str(exc)
+            self._jsonl = None
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "corrupt" in text

@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from aidns.resolver.query import Action, Decision, ProcessInfo, Query
+from aidns.resolver.querylog import (
+    QueryLog,
+    QueryLogConfig,
+    reversed_name,
+    subtree_range,
+    summarize,
+)
+from aidns.resolver.replies import BlockResponse
+
+from .helpers import make_query
+
+FAST = QueryLogConfig(batch_interval_s=0.05, busy_timeout_s=0.2)
+
+
+def answered(name: str, action: Action = Action.BLOCKED, pid: int | None = 4242) -> Query:
+    query = make_query(name)
+    query.decision = Decision(action, name, "test")
+    query.response = BlockResponse().answer(query)
+    if pid is not None:
+        query.process = ProcessInfo(
+            pid=pid, name="ollama", exe="/usr/bin/ollama", uid=1000, tool="ollama"
+        )
+    return query
+
+
+def rows(path: Path) -> list[sqlite3.Row]:
+    connection = sqlite3.connect(path)
+    connection.row_factory = sqlite3.Row
+    try:
+        return connection.execute("SELECT * FROM queries ORDER BY id").fetchall()
+    finally:
+        connection.close()
+
+
+def wait_for(condition, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_rows_carry_the_query_process_and_decision(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    querylog = QueryLog(path, FAST)
+    querylog.start()
+    querylog(answered("telemetry.example"))
+    querylog.stop()
+    (row,) = rows(path)
+    assert (row["name"], row["qtype"], row["verdict"], row["rule"], row["list"]) == (
+        "telemetry.example",
+        "A",
+        "blocked",
+        "telemetry.example",
+        "test",
+    )
+    assert (row["pid"], row["process"], row["exe"], row["tool"], row["uid"]) == (
+        4242,
+        "ollama",
+        "/usr/bin/ollama",
+        "ollama",
+        1000,
+    )
+    assert (row["client"], row["protocol"], row["rcode"], row["answer"]) == (
+        "127.0.0.1",
+        "udp",
+        "NOERROR",
+        "0.0.0.0",
+    )
+    assert row["rname"] == "example.telemetry" and row["count"] == 1
+    assert abs(row["ts"] - time.time()) < 5
+
+
+def test_identical_queries_in_one_window_fold_into_a_count(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    querylog = QueryLog(path, QueryLogConfig(batch_interval_s=60))
+    querylog.start()
+    for _ in range(5):
+        querylog(answered("a.example"))
+    querylog(answered("a.example", pid=7))
+    querylog(answered("b.example"))
+    querylog.stop()
+    assert [(r["name"], r["pid"], r["count"]) for r in rows(path)] == [
+        ("a.example", 4242, 5),
+        ("a.example", 7, 1),
+        ("b.example", 4242, 1),
+    ]
+
+
+def test_a_full_window_drops_and_counts(tmp_path: Path) -> None:
+    querylog = QueryLog(tmp_path / "q.db", QueryLogConfig(window_entries=3, batch_interval_s=60))
+    for i in range(5):
+        querylog(answered(f"n{i}.example"))
+    assert querylog.dropped == 2
+
+
+def test_retention_by_rows_and_age(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    querylog = QueryLog(path, QueryLogConfig(batch_interval_s=0.05, max_rows=3))
+    querylog.start()
+    for i in range(6):
+        querylog(answered(f"n{i}.example"))
+    querylog.stop()
+    assert [r["name"] for r in rows(path)] == ["n3.example", "n4.example", "n5.example"]
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("UPDATE queries SET ts = ts - 86400 * 3 WHERE name = 'n3.example'")
+    connection.close()
+    querylog = QueryLog(path, QueryLogConfig(batch_interval_s=0.05, days=2))
+    querylog.start()
+    querylog.stop()
+    assert [r["name"] for r in rows(path)] == ["n4.example", "n5.example"]
+
+
+def test_json_lines_mirror(tmp_path: Path) -> None:
+    mirror = tmp_path / "q.jsonl"
+    querylog = QueryLog(tmp_path / "q.db", QueryLogConfig(batch_interval_s=0.05, jsonl=str(mirror)))
+    querylog.start()
+    querylog(answered("a.example", Action.WATCHED))
+    querylog.stop()
+    (line,) = mirror.read_text().splitlines()
+    record = json.loads(line)
+    assert (
+        record["name"] == "a.example"
+        and record["verdict"] == "watched"
+        and record["process"] == "ollama"
+    )
+
+
+def test_locked_database_drops_then_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "q.db"
+    QueryLog(path, FAST).stop()  # create the schema
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN EXCLUSIVE")
+    querylog = QueryLog(path, FAST)
+    querylog._retry_at = 0.0
+    with caplog.at_level(logging.ERROR):
+        querylog.start()
+        querylog(answered("during.example"))
+        wait_for(lambda: querylog.dropped == 1)
+    assert any("locked" in r.getMessage() for r in caplog.records)
+    holder.execute("COMMIT")
+    holder.close()
+    querylog._retry_at = 0.0  # skip the back-off for the test
+    querylog(answered("after.example"))
+    wait_for(lambda: querylog.written == 1)
+    querylog.stop()
+    assert [r["name"] for r in rows(path)] == ["after.example"]
+
+
+def test_corrupt_database_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    querylog = QueryLog(path, FAST)
+    querylog.start()
+    querylog(answered("a.example"))
+    wait_for(lambda: querylog.written == 1)
+    querylog.stop()
+    assert [r["name"] for r in rows(path)] == ["a.example"]
+    (aside,) = tmp_path.glob("q.db.corrupt-*")
+    assert aside.read_bytes().startswith(b"this is not sqlite")
+
+
+def test_unwritable_directory_is_not_fatal(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    querylog = QueryLog(blocker / "q.db", FAST)
+    querylog.start()
+    querylog(answered("a.example"))
+    wait_for(lambda: querylog.dropped == 1)
+    querylog.stop()
+
+
+def test_summaries() -> None:
+    query = make_query("x.example", "AAAA")
+    assert summarize(BlockResponse().answer(query), query.question_end) == ("NOERROR", "::")
+    nx = BlockResponse(mode="nxdomain").answer(query)
+    assert summarize(nx, query.question_end) == ("NXDOMAIN", "")
+
+
+def test_reversed_names_make_subtrees_ranges() -> None:
+    exact, low, high = subtree_range("Sentry.IO.")
+    assert exact == "io.sentry"
+    for inside in ("o1.ingest.sentry.io", "a.sentry.io"):
+        assert low <= reversed_name(inside) < high
+    for outside in ("notsentry.io", "sentry.iot", "io"):
+        assert not low <= reversed_name(outside) < high
