@@ -6,6 +6,7 @@ import importlib.metadata
 
 import typer
 
+from aidns.cli.log import log, top, who
 from aidns.cli.serve import serve
 
 app = typer.Typer(
@@ -33,3 +34,6 @@ def main(
 
 
 app.command()(serve)
+app.command()(log)
+app.command()(who)
+app.command()(top)

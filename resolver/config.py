@@ -50,6 +50,17 @@ def default_data_dir() -> Path:
     return Path(base) / "aidns"
 
 
+def resolve_data_dir(config_path: Path | None, data_dir: Path | None) -> Path:
+    """The data dir for a command: the flag, else the config's `data_dir`, else the default."""
+    if data_dir is not None:
+        return data_dir
+    config = read_config_file(
+        config_path or default_config_path(), required=config_path is not None
+    )
+    configured = config.values.get("data_dir")
+    return Path(str(configured)).expanduser() if configured else default_data_dir()
+
+
 def shipped_lists_dir() -> Path:
     return Path(str(resources.files("aidns.blocklists")))
 

@@ -1,0 +1,192 @@
+"""`aidns log`, `aidns who` and `aidns top`: read the query log, running server or not."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from aidns.cli.serve import ConfigOption, DataDirOption
+from aidns.cli.table import render, when
+from aidns.resolver.config import resolve_data_dir
+from aidns.resolver.errors import AidnsError
+from aidns.resolver.logsearch import LogFilter, QueryLogReader, parse_time
+from aidns.resolver.querylog import COLUMNS, DB_NAME
+
+SinceOption = Annotated[
+    str | None, typer.Option(help="Only since then: 30m, 2h, 1d, or a date/time.")
+]
+LOG_COLUMNS = [
+    ("ts", "time"),
+    ("count", "n"),
+    ("process", "process"),
+    ("tool", "tool"),
+    ("name", "name"),
+    ("qtype", "type"),
+    ("verdict", "verdict"),
+    ("list", "list"),
+    ("answer", "answer"),
+]
+
+
+def _open(config: Any, data_dir: Any) -> QueryLogReader:
+    return QueryLogReader(resolve_data_dir(config, data_dir) / DB_NAME)
+
+
+def _fail(exc: AidnsError) -> typer.Exit:
+    typer.echo(f"aidns: {exc}", err=True)
+    return typer.Exit(2)
+
+
+def _verdict_colour(row: dict[str, Any]) -> str | None:
+    return {"watched": "yellow", "blocked": "red"}.get(str(row.get("verdict")))
+
+
+def _readable(row: dict[str, Any]) -> dict[str, Any]:
+    shown = dict(row)
+    shown["ts"] = when(row.get("ts"))
+    if row.get("verdict") == "watched":
+        shown["verdict"] = "WATCHED"
+    return shown
+
+
+def log(
+    domain: Annotated[str | None, typer.Option(help="This name and every name below it.")] = None,
+    process: Annotated[
+        str | None, typer.Option(help="Process name, executable path or pid.")
+    ] = None,
+    tool: Annotated[str | None, typer.Option(help="Tool name, e.g. ollama.")] = None,
+    verdict: Annotated[
+        str | None,
+        typer.Option(help="blocked, allowed, watched, forwarded, cached, refused, error."),
+    ] = None,
+    since: SinceOption = None,
+    until: Annotated[str | None, typer.Option(help="Only before then.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header line.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new queries.")
+    ] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """The queries aidns answered, newest first; watched names (cloud AI APIs) stand out.
+
+    Identical queries from one process within a second share a row; `n` counts them.
+    """
+    try:
+        log_filter = LogFilter(
+            domain=domain,
+            process=process,
+            tool=tool,
+            verdict=verdict,
+            since=parse_time(since, option="--since") if since else None,
+            until=parse_time(until, option="--until") if until else None,
+        )
+        reader = _open(config, data_dir)
+        rows = reader.search(log_filter, limit)
+        if follow:
+            rows.reverse()  # like tail -f: oldest at the top, new rows appended below
+    except AidnsError as exc:
+        raise _fail(exc) from None
+    fields = ["id", *COLUMNS]
+    writer = csv.DictWriter(sys.stdout, fields, extrasaction="ignore") if as_csv else None
+    if writer is not None:
+        writer.writeheader()
+
+    def emit(batch: list[dict[str, Any]], header: bool) -> None:
+        if as_json:
+            for row in batch:
+                typer.echo(json.dumps({k: row.get(k) for k in fields}))
+        elif writer is not None:
+            writer.writerows(batch)
+            sys.stdout.flush()
+        elif batch or header:
+            table = render([_readable(r) for r in batch], LOG_COLUMNS, highlight=_verdict_colour)
+            typer.echo(table if header else "\n".join(table.splitlines()[1:]))
+
+    emit(rows, header=True)
+    if follow:
+        try:
+            for row in reader.follow(log_filter):
+                emit([row], header=False)
+        except KeyboardInterrupt:
+            pass
+
+
+def who(
+    name: Annotated[str, typer.Argument(help="A name; its subdomains count too.")],
+    since: SinceOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Which programs looked NAME up: process, tool, executable, count, first and last seen."""
+    try:
+        reader = _open(config, data_dir)
+        rows = reader.who(name, parse_time(since, option="--since") if since else None)
+    except AidnsError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(
+            f"nobody looked up {name} or a name below it" + (" in that time" if since else "")
+        )
+        return
+    shown = [
+        {
+            **row,
+            "process": row["process"] or "(unknown)",
+            "first": when(row["first"]),
+            "last": when(row["last"]),
+        }
+        for row in rows
+    ]
+    columns = [
+        ("process", "process"),
+        ("tool", "tool"),
+        ("exe", "executable"),
+        ("user", "user"),
+        ("count", "count"),
+        ("first", "first seen"),
+        ("last", "last seen"),
+        ("verdicts", "verdicts"),
+        ("note", "note"),
+    ]
+    typer.echo(render(shown, columns))
+
+
+def top(
+    by: Annotated[str, typer.Option(help="domain, process, tool or blocked.")] = "domain",
+    since: SinceOption = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """The busiest names, processes or tools, or the most blocked names."""
+    try:
+        reader = _open(config, data_dir)
+        rows = reader.top(by, parse_time(since, option="--since") if since else None, limit)
+    except AidnsError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    heading = {"domain": "name", "blocked": "blocked name", "process": "process", "tool": "tool"}[
+        by
+    ]
+    shown = [{**row, "key": row["key"] or "(unknown)", "last": when(row["last"])} for row in rows]
+    columns = [
+        ("key", heading),
+        ("count", "queries"),
+        ("names", "names"),
+        ("processes", "processes"),
+    ]
+    typer.echo(render(shown, [*columns, ("last", "last seen")]))

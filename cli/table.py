@@ -1,0 +1,45 @@
+"""Plain aligned tables for the terminal, and the time format the commands share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import typer
+
+
+def when(ts: float | None) -> str:
+    """Local time: HH:MM:SS today, otherwise the date too."""
+    if ts is None:
+        return ""
+    moment = time.localtime(ts)
+    if time.strftime("%Y-%m-%d", moment) == time.strftime("%Y-%m-%d"):
+        return time.strftime("%H:%M:%S", moment)
+    return time.strftime("%Y-%m-%d %H:%M:%S", moment)
+
+
+def render(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    *,
+    highlight: Callable[[dict[str, Any]], str | None] | None = None,
+    max_width: int = 60,
+) -> str:
+    """`columns` are (key, heading); `highlight` may name a colour for a row (on a terminal)."""
+    cells = [[_text(row.get(key), max_width) for key, _ in columns] for row in rows]
+    headings = [heading for _, heading in columns]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headings)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headings, widths, strict=True)).rstrip()]
+    for row, texts in zip(rows, cells, strict=True):
+        line = "  ".join(t.ljust(w) for t, w in zip(texts, widths, strict=True)).rstrip()
+        colour = highlight(row) if highlight else None
+        lines.append(typer.style(line, fg=colour) if colour else line)
+    return "\n".join(lines)
+
+
+def _text(value: Any, max_width: int) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    return text if len(text) <= max_width else text[: max_width - 1] + "…"

@@ -1,0 +1,151 @@
+"""Reading the query log: filters, `who asked`, and top lists, for the log/who/top commands."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aidns.resolver.errors import ConfigError
+from aidns.resolver.querylog import subtree_range
+
+VERDICTS = ("blocked", "allowed", "watched", "forwarded", "cached", "refused", "error")
+TOP_KINDS = ("domain", "process", "tool", "blocked")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str, *, option: str, now: float | None = None) -> float:
+    """`90s`, `15m`, `1h`, `2d`, `1w` ago, an ISO date or date-time, or Unix seconds."""
+    now = time.time() if now is None else now
+    value = text.strip().lower()
+    found = _DURATION.match(value)
+    if found:
+        return now - float(found.group(1)) * _UNITS_S[found.group(2)]
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise ConfigError(
+            f"{option}: {text!r} is not a time; use e.g. 30m, 2h, 1d, 2026-11-29 "
+            "or 2026-11-29T08:00"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    domain: str | None = None
+    process: str | None = None
+    tool: str | None = None
+    verdict: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        values: list[Any] = []
+        if self.domain:
+            exact, low, high = subtree_range(self.domain)
+            clauses.append("(rname = ? OR (rname >= ? AND rname < ?))")
+            values += [exact, low, high]
+        if self.process:
+            clauses.append("(process = ? OR exe = ? OR CAST(pid AS TEXT) = ?)")
+            values += [self.process] * 3
+        if self.tool:
+            clauses.append("tool = ?")
+            values.append(self.tool)
+        if self.verdict:
+            if self.verdict not in VERDICTS:
+                raise ConfigError(
+                    f"--verdict: {self.verdict!r} is not one of {', '.join(VERDICTS)}"
+                )
+            clauses.append("verdict = ?")
+            values.append(self.verdict)
+        if self.since is not None:
+            clauses.append("ts >= ?")
+            values.append(self.since)
+        if self.until is not None:
+            clauses.append("ts < ?")
+            values.append(self.until)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), values
+
+
+class QueryLogReader:
+    """Read-only access to `<data-dir>/queries.db`, safe while the server writes to it."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise ConfigError(
+                f"no query log at {path} yet: it appears once `aidns serve` has answered a query "
+                "(check --data-dir)"
+            )
+        try:
+            self.connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            self.connection.row_factory = sqlite3.Row
+            self.connection.execute("SELECT 1 FROM queries LIMIT 1")
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot read the query log: {exc}", source=str(path)) from None
+
+    def _rows(self, sql: str, values: list[Any]) -> list[dict[str, Any]]:
+        try:
+            return [dict(row) for row in self.connection.execute(sql, values)]
+        except sqlite3.Error as exc:
+            raise ConfigError(f"reading the query log failed: {exc}") from None
+
+    def search(
+        self, log_filter: LogFilter, limit: int = 50, after_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; with `after_id`, only newer rows, oldest first (for --follow)."""
+        where, values = log_filter.where()
+        if after_id is not None:
+            where += (" AND " if where else " WHERE ") + "id > ?"
+            values.append(after_id)
+            return self._rows(f"SELECT * FROM queries{where} ORDER BY id LIMIT ?", [*values, limit])
+        return self._rows(
+            f"SELECT * FROM queries{where} ORDER BY id DESC LIMIT ?", [*values, limit]
+        )
+
+    def follow(self, log_filter: LogFilter, poll_s: float = 0.5) -> Iterator[dict[str, Any]]:
+        last = self._rows("SELECT coalesce(max(id), 0) AS id FROM queries", [])[0]["id"]
+        while True:
+            rows = self.search(log_filter, limit=1000, after_id=last)
+            yield from rows
+            if rows:
+                last = rows[-1]["id"]
+            else:
+                time.sleep(poll_s)
+
+    def who(self, name: str, since: float | None = None) -> list[dict[str, Any]]:
+        """The processes that looked `name` or a name below it up, busiest first."""
+        where, values = LogFilter(domain=name, since=since).where()
+        return self._rows(
+            "SELECT process, tool, exe, pid, user, uid, note, sum(count) AS count,"
+            " min(ts) AS first, max(ts) AS last, group_concat(DISTINCT name) AS names,"
+            " group_concat(DISTINCT verdict) AS verdicts"
+            f" FROM queries{where} GROUP BY process, tool, exe, uid ORDER BY count DESC, last DESC",
+            values,
+        )
+
+    def top(self, by: str, since: float | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        if by not in TOP_KINDS:
+            raise ConfigError(f"--by: {by!r} is not one of {', '.join(TOP_KINDS)}")
+        log_filter = LogFilter(since=since, verdict="blocked" if by == "blocked" else None)
+        where, values = log_filter.where()
+        column = {"domain": "name", "blocked": "name", "process": "process", "tool": "tool"}[by]
+        return self._rows(
+            f"SELECT {column} AS key, sum(count) AS count, count(DISTINCT name) AS names,"
+            " count(DISTINCT process) AS processes, max(ts) AS last"
+            f" FROM queries{where} GROUP BY {column} ORDER BY count DESC LIMIT ?",
+            [*values, limit],
+        )
+
+    def close(self) -> None:
+        self.connection.close()
