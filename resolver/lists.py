@@ -30,6 +30,7 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _YamlLoader = yaml.SafeLoader
 
 BIG_LIST_ENTRIES = 2000
+NOT_LISTS = {"tools.yaml"}  # the catalogue of AI tools lives beside the lists
 PROBLEMS_SHOWN = 5
 
 _LABEL = rb"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
@@ -313,6 +314,7 @@ def list_files(directories: Iterable[Path]) -> list[Path]:
                     p
                     for p in directory.iterdir()
                     if p.suffix.lower() in (".yaml", ".yml", ".txt", ".list")
+                    and p.name not in NOT_LISTS
                 )
             )
     return files
