@@ -77,6 +77,8 @@ class Settings:
     block_response: BlockResponse
     cache: CacheConfig
     query_log: QueryLogConfig
+    attribution: bool
+    attribution_budget_s: float
     upstream_timeout_s: float
     upstream_ca: Path | None
     tcp_idle_timeout_s: float
@@ -100,6 +102,8 @@ class Settings:
             f"lists from {', '.join(map(str, self.list_dirs))}",
             self.cache.describe(),
             self.query_log.describe(),
+            f"attribution: {'on' if self.attribution else 'off'}, "
+            f"budget {self.attribution_budget_s * 1000:g} ms",
             f"forwarding: {', '.join(map(str, self.upstreams))} ({self.upstream_source}), "
             f"timeout {self.upstream_timeout_s:g} s"
             + (f", CA {self.upstream_ca}" if self.upstream_ca else ""),
@@ -123,6 +127,8 @@ KNOWN_KEYS = {
     "block": "list of names to block",
     "allow": "list of names to allow",
     "lists": "mapping: enable / disable, each a list of list names",
+    "attribution": "true | false",
+    "attribution_budget_ms": "milliseconds",
     "query_log": "true | false",
     "query_log_days": "days",
     "query_log_rows": "rows",
@@ -264,6 +270,9 @@ def load_settings(
         min_ttl_s=int(_as_number(config, "cache_min_ttl", None, 0, 0)),
     )
 
+    attribution = config.values.get("attribution", True)
+    if not isinstance(attribution, bool):
+        raise config.error("attribution", f"expected true or false, got {attribution!r}")
     log_enabled = config.values.get("query_log", True) if query_log is None else query_log
     if not isinstance(log_enabled, bool):
         raise config.error("query_log", f"expected true or false, got {log_enabled!r}")
@@ -321,6 +330,8 @@ def load_settings(
         block_response=sinkhole,
         cache=cache,
         query_log=query_log_config,
+        attribution=attribution,
+        attribution_budget_s=_as_number(config, "attribution_budget_ms", None, 2.0, 0.1) / 1000,
         upstream_timeout_s=_as_number(config, "upstream_timeout", upstream_timeout_s, 2.0, 0.05),
         upstream_ca=upstream_ca,
         tcp_idle_timeout_s=_as_number(config, "tcp_idle_timeout", None, 10.0, 0.1),

@@ -102,7 +102,12 @@ class Pipeline:
         self._memo[query.raw[2:]] = _Memo(query, response[2:], query.reusable_until)
 
     def replay(
-        self, raw: bytes, client: tuple[Any, ...], transport: Transport, now: float
+        self,
+        raw: bytes,
+        client: tuple[Any, ...],
+        transport: Transport,
+        now: float,
+        server: tuple[Any, ...] = (),
     ) -> bytes | None:
         """The answer to a packet seen before, if it still holds; None means parse and ask."""
         key = raw[2:]
@@ -114,7 +119,7 @@ class Pipeline:
             self._memo[key] = memo
         if memo.until <= now:
             return None
-        query = memo.query.replay(raw, client, transport, now)
+        query = memo.query.replay(raw, client, transport, now, server)
         for stage in self.per_client_stages:
             if stage.answer(query):
                 self.finish(query)
@@ -151,11 +156,12 @@ class Pipeline:
 
 
 def default_stages(
-    access: Stage, blocking: Stage, caching: Stage, forwarding: FinalStage
+    access: Stage, attribution: Stage, blocking: Stage, caching: Stage, forwarding: FinalStage
 ) -> tuple[list[Stage], FinalStage]:
     return (
         [
             access,  # first: a client we do not serve gets REFUSED before any work
+            attribution,  # before any stage that answers: the client's socket closes once answered
             blocking,  # before caching: a new block rule takes effect on cached names at once
             caching,  # stores only what forwarding brought back
         ],

@@ -61,6 +61,9 @@ class ProcessInfo:
     cmdline: str | None = None
     uid: int | None = None
     tool: str | None = None
+    user: str | None = None  # login name of uid
+    relay: bool = False  # a system resolver asking for programs we can't see
+    note: str | None = None  # why the picture is incomplete: relay, time budget, privileges
 
 
 class MalformedQuery(Exception):
@@ -87,6 +90,7 @@ class Query:
         "received_at",
         "response",
         "reusable_until",
+        "server",
         "timings_ms",
         "transport",
         "udp_size",
@@ -99,9 +103,11 @@ class Query:
         client: tuple[Any, ...],
         transport: Transport,
         received_at: float,
+        server: tuple[Any, ...] = (),
     ) -> None:
         self.raw = raw
         self.client = client
+        self.server = server
         self.transport = transport
         self.received_at = received_at
         self.process: ProcessInfo | None = None
@@ -115,12 +121,18 @@ class Query:
         self.edns_flags, self.udp_size = _read_edns(raw, self.question_end)
 
     def replay(
-        self, raw: bytes, client: tuple[Any, ...], transport: Transport, received_at: float
+        self,
+        raw: bytes,
+        client: tuple[Any, ...],
+        transport: Transport,
+        received_at: float,
+        server: tuple[Any, ...] = (),
     ) -> Query:
         """A new query whose bytes after the ID equal this one's, without parsing them again."""
         query: Query = object.__new__(Query)
         query.raw = raw
         query.client = client
+        query.server = server
         query.transport = transport
         query.received_at = received_at
         query.process = None

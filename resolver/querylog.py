@@ -241,6 +241,8 @@ class QueryLog:
                 self._jsonl.close()
 
     def _run(self) -> None:
+        if self.config.enabled:
+            self._open()  # so the commands find a log from the start
         while True:
             self._wake.wait(self.config.batch_interval_s)
             self._wake.clear()

@@ -143,6 +143,7 @@ class DnsServer:
         answer_now = self.pipeline.answer_now
         replay = self.pipeline.replay
         clock = time.monotonic
+        local = sock.getsockname()[:2]
         loop = self._loop
         assert loop is not None
         while not self._stopping:
@@ -156,17 +157,17 @@ class DnsServer:
                 continue
             now = clock()
             try:
-                response = replay(data, client, Transport.UDP, now)
+                response = replay(data, client, Transport.UDP, now, local)
             except Exception:
                 self._log_unexpected("answering a repeated question")
                 response = None
             if response is not None:
                 if len(response) > PLAIN_UDP_SIZE:
-                    response = fit_udp(Query(data, client, Transport.UDP, now), response)
+                    response = fit_udp(Query(data, client, Transport.UDP, now, local), response)
                 _send_quietly(send, response, client)
                 continue
             try:
-                query = Query(data, client, Transport.UDP, now)
+                query = Query(data, client, Transport.UDP, now, local)
             except MalformedQuery as exc:
                 response = error_reply(data, exc.rcode) if exc.rcode is not None else None
                 if response is not None:
@@ -198,6 +199,7 @@ class DnsServer:
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client = writer.get_extra_info("peername")
+        local = tuple(writer.get_extra_info("sockname")[:2])
         pending: set[asyncio.Task[Any]] = set()
         try:
             while not self._stopping:
@@ -208,7 +210,7 @@ class DnsServer:
                     )
                 except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                     break
-                response = self._answer_tcp(data, client, pending, writer)
+                response = self._answer_tcp(data, client, local, pending, writer)
                 if response is not None:
                     _write_framed(writer, response)
             if pending:
@@ -222,11 +224,12 @@ class DnsServer:
         self,
         data: bytes,
         client: Any,
+        local: tuple[Any, ...],
         pending: set[asyncio.Task[Any]],
         writer: asyncio.StreamWriter,
     ) -> bytes | None:
         try:
-            query = Query(data, client, Transport.TCP, time.monotonic())
+            query = Query(data, client, Transport.TCP, time.monotonic(), local)
         except MalformedQuery as exc:
             return error_reply(data, exc.rcode) if exc.rcode is not None else None
         try:

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from aidns.resolver.access import AccessStage
+from aidns.resolver.attribution import AttributionStage
 from aidns.resolver.blocking import BlockingStage
 from aidns.resolver.caching import AnswerCache, CachingStage
 from aidns.resolver.config import Settings, remember_upstreams
@@ -23,6 +24,12 @@ from aidns.resolver.lists import (
     normalize_domain,
 )
 from aidns.resolver.pipeline import Pipeline, Stats, default_stages
+from aidns.resolver.procinfo import (
+    CATALOGUE_FILE,
+    NullProcessLookup,
+    default_catalogue,
+    default_lookup,
+)
 from aidns.resolver.querylog import DB_NAME, QueryLog
 from aidns.resolver.server import DnsServer
 from aidns.resolver.upstream import UpstreamPool
@@ -83,8 +90,16 @@ class Resolver:
         )
         self.stats = Stats()
         self.blocking = BlockingStage(self.matcher, settings.block_response)
+        lookup = default_lookup() if settings.attribution else NullProcessLookup()
+        tools = settings.data_dir / "lists" / CATALOGUE_FILE
+        self.attribution = AttributionStage(
+            lookup,
+            default_catalogue([tools] if tools.exists() else []),
+            budget_s=settings.attribution_budget_s,
+        )
         stages, final = default_stages(
             access=AccessStage(settings.allow_nets),
+            attribution=self.attribution,
             blocking=self.blocking,
             caching=CachingStage(self.cache),
             forwarding=ForwardingStage(self.pool, self.cache),
