@@ -7,6 +7,7 @@ import importlib.metadata
 import typer
 
 from aidns.cli.log import log, top, who
+from aidns.cli.rules import allow, block, pause, resume, rules, status, unblock
 from aidns.cli.serve import serve
 
 app = typer.Typer(
@@ -37,3 +38,5 @@ app.command()(serve)
 app.command()(log)
 app.command()(who)
 app.command()(top)
+for command in (block, unblock, allow, rules, pause, resume, status):
+    app.command()(command)

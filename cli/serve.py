@@ -71,12 +71,13 @@ def serve(
     ] = False,
 ) -> None:
     """Answer DNS on the listen addresses: sinkhole listed names, forward and cache the rest."""
-    from aidns.resolver.config import load_settings
+    from aidns.resolver.config import Settings, load_settings
     from aidns.resolver.service import Resolver, ensure_data_dir
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
-    try:
-        settings = load_settings(
+
+    def settings_now() -> Settings:
+        return load_settings(
             config_path=config,
             data_dir=data_dir,
             listen=listen or (),
@@ -90,6 +91,9 @@ def serve(
             query_log=query_log,
             query_log_jsonl=query_log_jsonl,
         )
+
+    try:
+        settings = settings_now()
         logging.getLogger().setLevel(settings.log_level.upper())
         if check:
             resolver = Resolver(settings)
@@ -97,7 +101,7 @@ def serve(
                 typer.echo(line)
             return
         ensure_data_dir(settings.data_dir)
-        asyncio.run(Resolver(settings).run())
+        asyncio.run(Resolver(settings, reload_settings=settings_now).run())
     except AidnsError as exc:
         typer.echo(f"aidns: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -12,10 +12,11 @@ Example:
 from __future__ import annotations
 
 import math
+import time
 from typing import ClassVar
 
 from aidns.resolver.lists import DomainMatcher
-from aidns.resolver.query import Action, Query
+from aidns.resolver.query import Action, Decision, Query
 from aidns.resolver.replies import BlockResponse
 
 
@@ -26,10 +27,15 @@ class BlockingStage:
     def __init__(self, matcher: DomainMatcher, block_response: BlockResponse) -> None:
         self.matcher = matcher
         self.block_response = block_response
+        self.paused_until: float | None = None
 
     def answer(self, query: Query) -> bool:
         decision = self.matcher.decide(query.qname)
         if decision is None:
+            return False
+        paused = self.paused_until is not None and time.time() < self.paused_until
+        if decision.action is Action.BLOCKED and paused:
+            query.decision = Decision(Action.ALLOWED, "paused", decision.list_name)
             return False
         query.decision = decision
         if decision.action is not Action.BLOCKED:

@@ -134,6 +134,15 @@ class QueryLogReader:
             values,
         )
 
+    def askers(self, name: str) -> list[dict[str, Any]]:
+        """Each name under `name` with each process that looked it up, for surgical blocks."""
+        where, values = LogFilter(domain=name).where()
+        return self._rows(
+            "SELECT name, process, tool, max(pid) AS pid, max(relay) AS relay, sum(count) AS count"
+            f" FROM queries{where} GROUP BY name, process, tool ORDER BY name",
+            values,
+        )
+
     def top(self, by: str, since: float | None = None, limit: int = 20) -> list[dict[str, Any]]:
         if by not in TOP_KINDS:
             raise ConfigError(f"--by: {by!r} is not one of {', '.join(TOP_KINDS)}")

@@ -156,12 +156,18 @@ class Pipeline:
 
 
 def default_stages(
-    access: Stage, attribution: Stage, blocking: Stage, caching: Stage, forwarding: FinalStage
+    access: Stage,
+    attribution: Stage,
+    process_rules: Stage,
+    blocking: Stage,
+    caching: Stage,
+    forwarding: FinalStage,
 ) -> tuple[list[Stage], FinalStage]:
     return (
         [
             access,  # first: a client we do not serve gets REFUSED before any work
             attribution,  # before any stage that answers: the client's socket closes once answered
+            process_rules,  # needs the process; per client, so it runs for repeated questions too
             blocking,  # before caching: a new block rule takes effect on cached names at once
             caching,  # stores only what forwarding brought back
         ],

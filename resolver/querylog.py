@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS queries (
     upstream TEXT,
     latency_ms REAL,
     note TEXT,
+    relay INTEGER,
     rname TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queries_ts ON queries(ts);
@@ -81,7 +82,7 @@ COLUMNS = (
         "tool",
     ),
     *("uid", "user", "name", "qtype", "verdict", "rule", "list", "rcode", "answer", "upstream"),
-    *("latency_ms", "note"),
+    *("latency_ms", "note", "relay"),
 )
 _INSERT = "INSERT INTO queries ({}, rname) VALUES ({})".format(
     ", ".join(COLUMNS), ", ".join("?" * (len(COLUMNS) + 1))
@@ -272,7 +273,7 @@ class QueryLog:
                 process.cmdline if process else None,
                 process.tool if process else None,
                 process.uid if process else None,
-                getattr(process, "user", None) if process else None,
+                process.user if process else None,
                 name,
                 QTYPES.get(qtype, str(qtype)),
                 str(decision.action) if decision else "error",
@@ -282,7 +283,8 @@ class QueryLog:
                 summary[1],
                 upstream,
                 round(latency_s * 1000, 3),
-                getattr(process, "note", None) if process else None,
+                process.note if process else None,
+                1 if process and process.relay else None,
                 reversed_name(name),
             )
 

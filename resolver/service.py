@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aidns.resolver.access import AccessStage
 from aidns.resolver.attribution import AttributionStage
 from aidns.resolver.blocking import BlockingStage
 from aidns.resolver.caching import AnswerCache, CachingStage
 from aidns.resolver.config import Settings, remember_upstreams
-from aidns.resolver.errors import ConfigError
+from aidns.resolver.datafiles import PAUSE_NAME, read_pause, write_status
+from aidns.resolver.errors import AidnsError, ConfigError
 from aidns.resolver.forwarding import ForwardingStage
 from aidns.resolver.lists import (
     DomainList,
@@ -31,6 +37,14 @@ from aidns.resolver.procinfo import (
     default_lookup,
 )
 from aidns.resolver.querylog import DB_NAME, QueryLog
+from aidns.resolver.reload import Reloader
+from aidns.resolver.rules import (
+    RULES_NAME,
+    ProcessRules,
+    ProcessRulesStage,
+    load_rules,
+    rule_lists,
+)
 from aidns.resolver.server import DnsServer
 from aidns.resolver.upstream import UpstreamPool
 
@@ -58,30 +72,46 @@ def config_rules(settings: Settings) -> list[DomainList]:
     return made
 
 
-def build_matcher(settings: Settings) -> tuple[DomainMatcher, list[DomainList]]:
-    """Every enabled list and the config's own rules; list problems are logged, never fatal."""
+@dataclass(slots=True)
+class Rules:
+    """Everything that decides a name, built together and swapped in whole on a reload."""
+
+    matcher: DomainMatcher
+    lists: list[DomainList]
+    process_rules: ProcessRules
+    problems: list[str]
+
+
+def build_rules(settings: Settings) -> Rules:
+    """Every enabled list, the config's and the user's rules. A broken list file is reported
+    and skipped; a broken rules file raises, so a reload keeps the rules in effect."""
     lists, problems = load_lists(settings.list_dirs)
-    for problem in problems:
-        log.error("%s", problem)
     names = {domain_list.name for domain_list in lists}
     for wanted in (*settings.enabled_lists, *settings.disabled_lists):
         if wanted not in names:
-            log.warning("lists: no list named %r (have: %s)", wanted, ", ".join(sorted(names)))
+            problems.append(f"lists: no list named {wanted!r} (have: {', '.join(sorted(names))})")
     for domain_list in lists:
         if domain_list.name in settings.disabled_lists:
             domain_list.enabled = False
         elif domain_list.name in settings.enabled_lists:
             domain_list.enabled = True
+    rules_path = settings.data_dir / RULES_NAME
+    user_rules = load_rules(rules_path)
     lists.extend(config_rules(settings))
-    return DomainMatcher(lists), lists
+    lists.extend(rule_lists(user_rules, str(rules_path)))
+    return Rules(DomainMatcher(lists), lists, ProcessRules(user_rules), problems)
 
 
 class Resolver:
-    """The assembled pipeline and server; `run` serves until stopped."""
+    """The assembled pipeline and server; `run` serves until stopped, reloading on changes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, reload_settings: Callable[[], Settings] | None = None):
         self.settings = settings
-        self.matcher, self.lists = build_matcher(settings)
+        self.reload_settings = reload_settings or (lambda: settings)
+        self.rules = build_rules(settings)
+        for problem in self.rules.problems:
+            log.error("%s", problem)
+        self.errors: list[str] = list(self.rules.problems)
         self.cache = AnswerCache(settings.cache)
         self.pool = UpstreamPool(
             settings.upstreams,
@@ -89,7 +119,11 @@ class Resolver:
             verify=str(settings.upstream_ca) if settings.upstream_ca else True,
         )
         self.stats = Stats()
-        self.blocking = BlockingStage(self.matcher, settings.block_response)
+        self.access = AccessStage(settings.allow_nets)
+        self.blocking = BlockingStage(self.rules.matcher, settings.block_response)
+        self.process_rules = ProcessRulesStage(
+            self.rules.process_rules, self.rules.matcher, settings.block_response
+        )
         lookup = default_lookup() if settings.attribution else NullProcessLookup()
         tools = settings.data_dir / "lists" / CATALOGUE_FILE
         self.attribution = AttributionStage(
@@ -98,8 +132,9 @@ class Resolver:
             budget_s=settings.attribution_budget_s,
         )
         stages, final = default_stages(
-            access=AccessStage(settings.allow_nets),
+            access=self.access,
             attribution=self.attribution,
+            process_rules=self.process_rules,
             blocking=self.blocking,
             caching=CachingStage(self.cache),
             forwarding=ForwardingStage(self.pool, self.cache),
@@ -107,10 +142,82 @@ class Resolver:
         self.query_log = QueryLog(settings.data_dir / DB_NAME, settings.query_log)
         self.pipeline = Pipeline(stages, final, observers=[self.stats, self.query_log])
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp_idle_timeout_s)
+        self.started_at = time.time()
+        self.reloaded_at: float | None = None
+        self._apply_pause()
 
     def describe_lists(self) -> str:
-        enabled = [f"{d.name} ({len(d)})" for d in self.lists if d.enabled and len(d)]
-        return f"lists: {', '.join(enabled) or 'none'}; {self.matcher.rule_count} rules"
+        enabled = [f"{d.name} ({len(d)})" for d in self.rules.lists if d.enabled and len(d)]
+        return f"lists: {', '.join(enabled) or 'none'}; {self.rules.matcher.rule_count} rules"
+
+    def reload(self) -> None:
+        """Build everything anew off the serving path; swap it in only if it all parsed."""
+        try:
+            settings = self.reload_settings()
+            rules = build_rules(settings)
+        except AidnsError as exc:
+            self.errors = [str(exc)]
+            log.error("reload: %s; the previous rules stay in effect", exc)
+            self._write_status()
+            return
+        for problem in rules.problems:
+            log.error("%s", problem)
+        if settings.listen != self.settings.listen or settings.upstreams != self.settings.upstreams:
+            log.warning("listen and upstream changes take effect when aidns restarts")
+        self.access.allow_nets = settings.allow_nets
+        self.blocking.matcher = rules.matcher
+        self.blocking.block_response = settings.block_response
+        self.process_rules.rules = rules.process_rules
+        self.process_rules.matcher = rules.matcher
+        self.process_rules.block_response = settings.block_response
+        self.rules = rules
+        self.errors = list(rules.problems)
+        self._apply_pause()
+        self.reloaded_at = time.time()
+        log.info("reloaded: %s", self.describe_lists())
+        self._write_status()
+
+    def _apply_pause(self) -> None:
+        until = read_pause(self.settings.data_dir)
+        if until != self.blocking.paused_until:
+            log.info("blocking %s", "resumed" if until is None else f"paused until {until:.0f}")
+        self.blocking.paused_until = until
+        self.process_rules.paused_until = until
+        self.pipeline_forget()
+
+    def pipeline_forget(self) -> None:
+        pipeline = getattr(self, "pipeline", None)
+        if pipeline is not None:
+            pipeline.forget()
+
+    def status(self) -> dict[str, Any]:
+        by_action = {str(action): count for action, count in self.stats.by_action.items()}
+        return {
+            "pid": os.getpid(),
+            "started": self.started_at,
+            "reloaded": self.reloaded_at,
+            "updated": time.time(),
+            "listen": [f"{t} {a}" for t, a in self.server.bound],
+            "upstreams": [str(u) for u in self.settings.upstreams],
+            "queries": self.stats.queries,
+            "by_verdict": by_action,
+            "paused_until": self.blocking.paused_until,
+            "lists": [
+                {"name": d.name, "entries": len(d), "enabled": d.enabled, "source": d.source}
+                for d in self.rules.lists
+            ],
+            "rules": self.rules.matcher.rule_count,
+            "errors": self.errors,
+            "query_log": {"written": self.query_log.written, "dropped": self.query_log.dropped},
+        }
+
+    def _write_status(self) -> None:
+        write_status(self.settings.data_dir, self.status())
+
+    async def _keep_status(self, every_s: float = 2.0) -> None:
+        while True:
+            await asyncio.to_thread(self._write_status)
+            await asyncio.sleep(every_s)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -118,20 +225,43 @@ class Resolver:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.set)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, self.reload))
         for line in self.settings.describe():
             log.info("%s", line)
         log.info("%s", self.describe_lists())
         self.query_log.start()
         await self.server.start()
         remember_upstreams(self.settings)
+        data_dir = self.settings.data_dir
+        watched = [data_dir / RULES_NAME, data_dir / PAUSE_NAME, data_dir / "lists.state.yaml"]
+        if self.settings.config_path is not None:
+            watched.append(self.settings.config_path)
+        reloader = Reloader(self.reload, watched, self.settings.list_dirs)
+        reloader.start()
+        status_task = asyncio.create_task(self._keep_status())
+        pause_task = asyncio.create_task(self._expire_pause())
         try:
             await stop.wait()
         finally:
             log.info("stopping")
+            reloader.stop()
+            for task in (status_task, pause_task):
+                task.cancel()
+            await asyncio.gather(status_task, pause_task, return_exceptions=True)
             await self.server.stop()
             await self.pool.aclose()
             await asyncio.to_thread(self.query_log.stop)
+            self._write_status()
             log.info("stopped after %d queries", self.stats.queries)
+
+    async def _expire_pause(self) -> None:
+        """A timed pause ends by itself: drop remembered answers when it does."""
+        while True:
+            await asyncio.sleep(0.5)
+            until = self.blocking.paused_until
+            if until is not None and time.time() >= until:
+                self._apply_pause()
 
 
 def ensure_data_dir(data_dir: Path) -> None:
