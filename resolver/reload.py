@@ -16,6 +16,9 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 log = logging.getLogger(__name__)
+# watchdog logs every inotify event at debug level; with a log file in a watched directory
+# each line would be an event of its own
+logging.getLogger("watchdog").setLevel(logging.WARNING)
 
 LIST_SUFFIXES = (".yaml", ".yml", ".txt", ".list", ".hosts")
 

@@ -60,7 +60,7 @@ def start_dnsmasq(tmp_path: Path, *extra: str, host: str = "127.0.0.1") -> Dnsma
                 "--local-ttl=300",
                 "--address=/up.test/192.0.2.10",
                 "--address=/up.test/2001:db8::10",
-                "--local=/test/",
+                "--local=/#/",
                 *extra,
             ],
             stderr=subprocess.PIPE,

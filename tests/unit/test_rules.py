@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aidns.resolver.errors import ConfigError
+from aidns.resolver.lists import DomainMatcher
+from aidns.resolver.query import Action, ProcessInfo
+from aidns.resolver.replies import BlockResponse
+from aidns.resolver.rules import (
+    ProcessRules,
+    ProcessRulesStage,
+    UserRule,
+    add_rules,
+    load_rules,
+    plan_surgical,
+    remove_rules,
+    rule_lists,
+)
+
+from .helpers import make_query
+
+OLLAMA = ProcessInfo(pid=10, name="ollama", exe="/usr/local/bin/ollama", tool="ollama")
+CURL = ProcessInfo(pid=11, name="curl", exe="/usr/bin/curl")
+
+
+def test_round_trip_and_replace(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    add_rules(
+        path, [UserRule("sentry.io", note="too chatty"), UserRule("ok.example", kind="allow")]
+    )
+    add_rules(path, [UserRule("sentry.io", note="replaced")])
+    rules = load_rules(path)
+    assert [(r.name, r.kind, r.note) for r in rules] == [
+        ("ok.example", "allow", ""),
+        ("sentry.io", "block", "replaced"),
+    ]
+    assert path.read_text().startswith("# aidns rules")
+    removed = remove_rules(path, "SENTRY.io.")
+    assert [r.name for r in removed.removed] == ["sentry.io"]
+    assert [r.name for r in load_rules(path)] == ["ok.example"]
+
+
+def test_dry_run_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    add_rules(path, [UserRule("a.example")], dry_run=True)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("rules:\n  - name: [x\n", ":3: not valid YAML"),
+        ("- a\n", ":1: expected a mapping"),
+        (
+            "rules:\n  - name: a.example\n  - name: b..example\n",
+            ":3: 'b..example' is not a domain name",
+        ),
+        ("rules:\n  - name: a.example\n    kind: nuke\n", ":2: kind: 'nuke'"),
+        ("rules:\n  - name: a.example\n    colour: red\n", ":2: unknown key(s) colour"),
+        (
+            "rules:\n  - name: a.example\n    kind: allow\n    processes: [x]\n",
+            ":2: only block rules",
+        ),
+    ],
+)
+def test_bad_rules_files_name_file_and_line(tmp_path: Path, text: str, where: str) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_rules(path)
+    assert str(caught.value).startswith(str(path) + where)
+
+
+def test_everyone_rules_become_lists() -> None:
+    lists = rule_lists(
+        [
+            UserRule("a.example"),
+            UserRule("b.example", kind="allow"),
+            UserRule("c.example", processes=("x",)),
+        ],
+        "r",
+    )
+    matcher = DomainMatcher(lists)
+    assert matcher.decide(b"x.a.example") is not None
+    decision = matcher.decide(b"b.example")
+    assert decision is not None and decision.action is Action.ALLOWED
+    assert matcher.decide(b"c.example") is None  # scoped rules are not for everyone
+
+
+@pytest.mark.parametrize(
+    ("name", "process", "blocked"),
+    [
+        ("o1.ingest.sentry.io", OLLAMA, True),
+        ("o1.ingest.sentry.io", CURL, False),
+        ("o2.ingest.sentry.io", OLLAMA, False),
+        ("x.cursor.sh", ProcessInfo(pid=1, name="Cursor", exe="/opt/cursor/cursor"), True),
+        ("x.cursor.sh", ProcessInfo(pid=None, name=None, uid=1000), False),
+    ],
+)
+def test_process_scoped_rules(name: str, process: ProcessInfo, blocked: bool) -> None:
+    rules = ProcessRules(
+        [
+            UserRule("o1.ingest.sentry.io", exact=True, processes=("ollama",)),
+            UserRule("cursor.sh", processes=("/opt/cursor/*",)),
+        ]
+    )
+    stage = ProcessRulesStage(rules, DomainMatcher(), BlockResponse())
+    query = make_query(name)
+    query.process = process
+    assert stage.answer(query) is blocked
+    if blocked:
+        assert query.decision is not None and query.decision.list_name == "rules:surgical"
+
+
+def test_allow_beats_a_scoped_block() -> None:
+    allow = rule_lists([UserRule("sentry.io", kind="allow")], "r")
+    rules = ProcessRules([UserRule("o1.ingest.sentry.io", exact=True, processes=("ollama",))])
+    stage = ProcessRulesStage(rules, DomainMatcher(allow), BlockResponse())
+    query = make_query("o1.ingest.sentry.io")
+    query.process = OLLAMA
+    assert not stage.answer(query)
+
+
+def seen(
+    name: str, process: str | None, tool: str | None = None, relay: int | None = None
+) -> dict[str, object]:
+    return {
+        "name": name,
+        "process": process,
+        "tool": tool,
+        "pid": 1 if process else None,
+        "relay": relay,
+    }
+
+
+def test_surgical_blocks_exact_names_for_the_askers() -> None:
+    change = plan_surgical(
+        "sentry.io",
+        [
+            seen("o151352.ingest.sentry.io", "python3", "wandb"),
+            seen("o151352.ingest.sentry.io", "ollama", "ollama"),
+            seen("o19358.ingest.sentry.io", "code"),
+        ],
+    )
+    assert [(r.name, r.exact, r.processes) for r in change.added] == [
+        ("o151352.ingest.sentry.io", True, ("ollama", "wandb")),
+        ("o19358.ingest.sentry.io", True, ("code",)),
+    ]
+
+
+def test_surgical_falls_back_to_everyone_when_the_asker_is_hidden() -> None:
+    change = plan_surgical(
+        "sentry.io",
+        [
+            seen("o1.ingest.sentry.io", "systemd-resolved", "systemd-resolved", relay=1),
+            seen("o2.ingest.sentry.io", None),
+        ],
+    )
+    assert [(r.name, r.processes) for r in change.added] == [
+        ("o1.ingest.sentry.io", ()),
+        ("o2.ingest.sentry.io", ()),
+    ]
+    assert len(change.messages) == 2 and "could not be seen" in change.messages[0]
+
+
+def test_surgical_with_nothing_seen() -> None:
+    nothing = plan_surgical("sentry.io", [])
+    assert (
+        nothing.added == []
+        and "nothing under sentry.io has been looked up yet" in nothing.messages[0]
+    )
+    exact = plan_surgical("sentry.io", [], exact_fallback=True)
+    assert [(r.name, r.exact, r.processes) for r in exact.added] == [("sentry.io", True, ())]
+    chosen = plan_surgical("sentry.io", [], ["ollama"])
+    assert [(r.name, r.exact, r.processes) for r in chosen.added] == [
+        ("sentry.io", False, ("ollama",))
+    ]
+    chosen_seen = plan_surgical("sentry.io", [seen("o1.ingest.sentry.io", "curl")], ["ollama"])
+    assert [(r.name, r.processes) for r in chosen_seen.added] == [
+        ("o1.ingest.sentry.io", ("ollama",))
+    ]
