@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dns.flags
 import dns.message
+
 from aidns.resolver.query import Query, Transport
 
 
