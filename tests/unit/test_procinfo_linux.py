@@ -1,0 +1,649 @@
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+if not sys.platform.startswith("linux"):
+    pytest.skip("Linux attribution", allow_module_level=True)
+
+from aidns.resolver.procinfo_linux import (
+    FallbackSockets,
+    LinuxProcessLookup,
+    NetlinkSockets,
+    PidFinder,
+    ProcNetSockets,
+    SocketOwner,
+    candidates,
+)
+from aidns.resolver.query import Transport
+
+# A DNS client in miniature: one socket, one query to the test's server, wait for the answer.
+CLIENT = r"""
+import socket, sys
+host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+if mode == "tcp":
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.connect((host, port))
+    s.sendall(b"\x00\x01q")
+else:
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    if mode == "connect":
+        s.connect((host, port))
+        s.send(b"q")
+    else:
+        s.sendto(b"q", (host, port))
+port = s.getsockname()[1]
+if mode == "close":
+    s.close()
+    print(port, flush=True)
+    sys.stdin.readline()
+else:
+    print(port, flush=True)
+    s.settimeout(10)
+    s.recv(16)
+"""
+
+
+@pytest.fixture(scope="module")
+def client_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clients") / "aidns_test_client.py"
+    path.write_text(CLIENT)
+    return path
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no ::1 on this machine")
+
+
+class Exchange:
+    """A loopback server socket and one child process querying it."""
+
+    def __init__(self, script: Path, host: str, mode: str):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.transport = Transport.TCP if mode == "tcp" else Transport.UDP
+        kind = socket.SOCK_STREAM if mode == "tcp" else socket.SOCK_DGRAM
+        self.server_sock = socket.socket(family, kind)
+        self.server_sock.bind((host, 0))
+        if mode == "tcp":
+            self.server_sock.listen()
+        self.server: tuple[str, int] = self.server_sock.getsockname()[:2]
+        self.child = subprocess.Popen(
+            [sys.executable, str(script), host, str(self.server[1]), mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.conn: socket.socket | None = None
+        self.server_sock.settimeout(10)
+        if mode == "tcp":
+            self.conn, peer = self.server_sock.accept()
+            self.conn.recv(16)
+        else:
+            _, peer = self.server_sock.recvfrom(16)
+        self.client: tuple[str, int] = peer[:2]
+        assert self.child.stdout is not None
+        assert int(self.child.stdout.readline()) == self.client[1]
+
+    def answer(self) -> None:
+        if self.conn is not None:
+            self.conn.sendall(b"\x00\x01a")
+            self.conn.close()
+        else:
+            self.server_sock.sendto(b"a", self.client)
+
+    def close(self) -> None:
+        self.child.kill()
+        self.child.wait()
+        if self.conn is not None:
+            self.conn.close()
+        self.server_sock.close()
+
+
+@pytest.fixture
+def exchange(client_script: Path) -> Iterator[Callable[[str, str], Exchange]]:
+    made: list[Exchange] = []
+
+    def make(host: str, mode: str) -> Exchange:
+        made.append(Exchange(client_script, host, mode))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+def assert_is_child(info: object, child: subprocess.Popen[str], script: Path) -> None:
+    from aidns.resolver.query import ProcessInfo
+
+    assert isinstance(info, ProcessInfo)
+    assert info.pid == child.pid
+    assert info.name == Path(sys.executable).name[:15]
+    assert info.exe == os.path.realpath(sys.executable)
+    assert info.cmdline is not None and info.cmdline.startswith(f"{sys.executable} {script} ")
+    assert info.uid == os.getuid()
+    assert info.user == pwd.getpwuid(os.getuid()).pw_name
+    assert info.note is None and info.tool is None and not info.relay
+
+
+CASES = [
+    pytest.param("127.0.0.1", "sendto", id="udp4-sendto"),
+    pytest.param("127.0.0.1", "connect", id="udp4-connect"),
+    pytest.param("127.0.0.1", "tcp", id="tcp4"),
+    pytest.param("::1", "sendto", id="udp6-sendto", marks=needs_ipv6),
+    pytest.param("::1", "connect", id="udp6-connect", marks=needs_ipv6),
+    pytest.param("::1", "tcp", id="tcp6", marks=needs_ipv6),
+]
+
+
+@pytest.mark.parametrize(("host", "mode"), CASES)
+def test_finds_the_child_that_asked(
+    exchange: Callable[[str, str], Exchange], client_script: Path, host: str, mode: str
+) -> None:
+    lookup = LinuxProcessLookup()
+    ask = exchange(host, mode)
+    info = lookup.find(ask.transport, ask.server, ask.client, budget_s=0.5)
+    ask.answer()
+    assert_is_child(info, ask.child, client_script)
+
+
+@pytest.mark.parametrize(("host", "mode"), CASES)
+def test_the_proc_net_fallback_finds_it_too(
+    exchange: Callable[[str, str], Exchange], client_script: Path, host: str, mode: str
+) -> None:
+    lookup = LinuxProcessLookup(use_netlink=False)
+    assert isinstance(lookup.sockets, FallbackSockets) and lookup.sockets.netlink is None
+    ask = exchange(host, mode)
+    info = lookup.find(ask.transport, ask.server, ask.client, budget_s=0.5)
+    ask.answer()
+    assert_is_child(info, ask.child, client_script)
+
+
+@pytest.mark.parametrize(("host", "mode"), CASES)
+def test_netlink_and_proc_net_agree_on_the_socket(
+    exchange: Callable[[str, str], Exchange], host: str, mode: str
+) -> None:
+    ask = exchange(host, mode)
+    deadline = time.monotonic() + 1
+    by_netlink = NetlinkSockets().owner(ask.transport, ask.server, ask.client, deadline)
+    by_proc = ProcNetSockets().owner(ask.transport, ask.server, ask.client, deadline)
+    fd_inodes = {
+        int(link[8:-1])
+        for fd in os.listdir(f"/proc/{ask.child.pid}/fd")
+        if (link := os.readlink(f"/proc/{ask.child.pid}/fd/{fd}")).startswith("socket:[")
+    }
+    ask.answer()
+    assert by_netlink is not None and by_netlink == by_proc
+    assert by_netlink.inode in fd_inodes  # the client's socket, never the server's own
+
+
+def test_a_wildcard_server_address_still_finds_connected_clients(
+    exchange: Callable[[str, str], Exchange], client_script: Path
+) -> None:
+    lookup = LinuxProcessLookup()
+    ask = exchange("127.0.0.1", "connect")
+    info = lookup.find(ask.transport, ("0.0.0.0", ask.server[1]), ask.client, budget_s=0.5)
+    ask.answer()
+    assert_is_child(info, ask.child, client_script)
+
+
+def test_many_short_lived_clients_are_each_found(
+    exchange: Callable[[str, str], Exchange],
+) -> None:
+    lookup = LinuxProcessLookup()
+    for mode in ("sendto", "connect") * 5:
+        ask = exchange("127.0.0.1", mode)
+        info = lookup.find(ask.transport, ask.server, ask.client, budget_s=0.5)
+        ask.answer()
+        assert info is not None and info.pid == ask.child.pid
+        ask.child.wait(5)
+
+
+def test_a_client_that_closed_its_socket_is_not_found(
+    exchange: Callable[[str, str], Exchange],
+) -> None:
+    ask = exchange("127.0.0.1", "close")
+    assert LinuxProcessLookup().find(ask.transport, ask.server, ask.client, 0.5) is None
+
+
+def test_a_query_from_no_socket_at_all_is_none() -> None:
+    lookup = LinuxProcessLookup()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        assert lookup.find(Transport.UDP, server.getsockname(), ("127.0.0.1", 1), 0.1) is None
+
+
+def test_only_the_uid_without_the_rights_to_see_other_users(
+    exchange: Callable[[str, str], Exchange],
+) -> None:
+    lookup = LinuxProcessLookup()
+    lookup.sees_all = False
+    lookup._euid = os.geteuid() + 1  # as if we were another user
+    ask = exchange("127.0.0.1", "sendto")
+    info = lookup.find(ask.transport, ask.server, ask.client, budget_s=0.5)
+    ask.answer()
+    assert info is not None and info.pid is None and info.name is None
+    assert info.uid == os.getuid() and info.note is not None and "CAP_SYS_PTRACE" in info.note
+
+
+# Idle processes holding many fds: one parent forks them, all exit when stdin closes.
+HOLDERS = r"""
+import os, sys
+count, fds = int(sys.argv[1]), int(sys.argv[2])
+held = [os.open(os.devnull, os.O_RDONLY) for _ in range(fds)]
+pids = []
+for _ in range(count):
+    pid = os.fork()
+    if pid == 0:
+        os.read(0, 1)
+        os._exit(0)
+    pids.append(pid)
+print(" ".join(map(str, pids)), flush=True)
+sys.stdin.read()
+for pid in pids:
+    os.waitpid(pid, 0)
+"""
+
+
+@pytest.fixture
+def busy_machine() -> Iterator[list[int]]:
+    """80 idle processes with 150 fds each; a full search of them takes tens of ms."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDERS, "80", "150"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    pids = [int(pid) for pid in holder.stdout.readline().split()]
+    try:
+        yield pids
+    finally:
+        holder.stdin.close()
+        try:
+            holder.wait(10)
+        finally:
+            for pid in [*pids, holder.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            holder.wait()
+
+
+def test_the_budget_is_honoured_on_a_busy_machine(busy_machine: list[int]) -> None:
+    lookup = LinuxProcessLookup()  # the holders are old now; the test process is older
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+    ):
+        server.bind(("127.0.0.1", 0))
+        client.sendto(b"q", server.getsockname())
+        _, peer = server.recvfrom(16)
+        started = time.perf_counter()
+        info = lookup.find(Transport.UDP, server.getsockname(), peer, budget_s=0.002)
+        took_s = time.perf_counter() - started
+        assert info is not None and info.pid is None and info.uid == os.getuid()
+        assert info.note == "process not found within 2 ms"
+        assert lookup.pids.scanned and os.getpid() not in lookup.pids.scanned
+        assert took_s < 0.015  # the budget, plus one process's fds and scheduling slack
+        started = time.perf_counter()
+        info = lookup.find(Transport.UDP, server.getsockname(), peer, budget_s=5.0)
+        full_search_s = time.perf_counter() - started
+        assert info is not None and info.pid == os.getpid()
+        assert full_search_s > 0.004, "the machine was not busy enough to test the budget"
+        # found once, it is found again without a search
+        started = time.perf_counter()
+        assert lookup.find(Transport.UDP, server.getsockname(), peer, 0.002) == info
+        assert time.perf_counter() - started < 0.002 + 0.005
+
+
+# --- which socket: address forms -------------------------------------------------------------
+
+
+def test_candidates_try_ipv4_first_for_mapped_clients() -> None:
+    found = candidates(("::", 53), ("::ffff:127.0.0.1", 4000))
+    assert [(c.family, c.client_ip, c.server_ip) for c in found] == [
+        (socket.AF_INET, bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])),
+        (
+            socket.AF_INET6,
+            socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1"),
+            socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1"),
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("server", "client", "server_ip"),
+    [
+        (("127.0.0.1", 53), ("127.0.0.1", 4000), "127.0.0.1"),
+        (("0.0.0.0", 53), ("127.0.0.2", 4000), "127.0.0.2"),
+        (("::", 53), ("::1", 4000), "::1"),
+        (("127.0.0.53", 53), ("127.0.0.1", 4000), "127.0.0.53"),
+        (("fe80::1%lo", 53), ("fe80::2%lo", 4000), "fe80::1"),
+    ],
+)
+def test_candidates_fill_in_a_wildcard_server(
+    server: tuple[str, int], client: tuple[str, int], server_ip: str
+) -> None:
+    (found,) = candidates(server, client)
+    family = socket.AF_INET6 if ":" in server_ip else socket.AF_INET
+    assert found.server_ip == socket.inet_pton(family, server_ip)
+    assert (found.client_port, found.server_port) == (4000, 53)
+
+
+# /proc/net/udp and udp6 rows in the kernel's format (addresses as host-order words)
+PROC_NET = Path(__file__).parent.parent / "fixtures" / "proc_net"
+
+
+@pytest.fixture
+def fake_proc_net(tmp_path: Path) -> Path:
+    if sys.byteorder != "little":
+        pytest.skip("the /proc/net rows are written as a little-endian machine shows them")
+    shutil.copytree(PROC_NET, tmp_path / "net")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("server", "client", "expected"),
+    [
+        (("127.0.0.1", 53), ("127.0.0.1", 40000), SocketOwner(1000, 41003)),  # bound to 0.0.0.0
+        (("127.0.0.1", 53), ("127.0.0.1", 40001), SocketOwner(1001, 41004)),  # connected
+        (("::1", 53), ("::1", 40002), SocketOwner(1002, 41005)),
+        (("127.0.0.1", 53), ("127.0.0.1", 40009), None),
+        (("127.0.0.1", 53), ("127.0.0.2", 40001), None),  # same port, other address
+        (("127.0.0.1", 5353), ("127.0.0.1", 40001), None),  # connected to someone else
+    ],
+)
+def test_proc_net_rows(
+    fake_proc_net: Path,
+    server: tuple[str, int],
+    client: tuple[str, int],
+    expected: SocketOwner | None,
+) -> None:
+    table = ProcNetSockets(fake_proc_net)
+    assert table.owner(Transport.UDP, server, client, time.monotonic() + 1) == expected
+
+
+def test_proc_net_missing_means_not_found(tmp_path: Path) -> None:
+    owner = ProcNetSockets(tmp_path).owner(
+        Transport.TCP, ("127.0.0.1", 53), ("127.0.0.1", 4000), time.monotonic() + 1
+    )
+    assert owner is None
+
+
+# --- which process: a fake /proc ---------------------------------------------------------------
+
+
+class FakeProc:
+    """A /proc tree: pid directories with fd links, comm, cmdline, exe."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def add(
+        self,
+        pid: int,
+        sockets: dict[int, int] | None = None,
+        files: int = 3,
+        uid: int | None = None,
+    ) -> None:
+        fd_dir = self.root / str(pid) / "fd"
+        fd_dir.mkdir(parents=True)
+        for fd in range(files):
+            (fd_dir / str(fd)).symlink_to("/dev/null")
+        for fd, inode in (sockets or {}).items():
+            self.link(pid, fd, inode)
+        (self.root / str(pid) / "comm").write_text(f"proc{pid}\n")
+        (self.root / str(pid) / "cmdline").write_bytes(f"/bin/proc{pid}\0--flag\0".encode())
+        (self.root / str(pid) / "exe").symlink_to(f"/bin/proc{pid}")
+        if uid is not None:
+            os.chown(self.root / str(pid), uid, -1, follow_symlinks=False)
+
+    def link(self, pid: int, fd: int, inode: int) -> None:
+        path = self.root / str(pid) / "fd" / str(fd)
+        path.unlink(missing_ok=True)
+        path.symlink_to(f"socket:[{inode}]")
+
+    def remove(self, pid: int) -> None:
+        shutil.rmtree(self.root / str(pid))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.step = 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.fixture
+def proc(tmp_path: Path) -> FakeProc:
+    return FakeProc(tmp_path)
+
+
+FOREVER = float("inf")
+
+
+def forget_matches(finder: PidFinder) -> None:
+    """Drop what earlier searches learnt about sockets, so the next one searches again."""
+    finder._recent.clear()
+    finder._sockets.clear()
+
+
+def test_new_processes_are_searched_first_newest_first(proc: FakeProc) -> None:
+    for pid in (100, 200, 300):
+        proc.add(pid)
+    clock = Clock()
+    finder = PidFinder(proc.root, clock)
+    proc.add(400)
+    proc.add(350, sockets={3: 9001})
+    proc.add(500)
+    assert finder.find(9001, None, FOREVER).pid == 350
+    assert finder.scanned == [500, 400, 350]
+
+
+def test_old_processes_are_searched_newest_first(proc: FakeProc) -> None:
+    for pid in (100, 200, 300):
+        proc.add(pid)
+    proc.add(150, sockets={3: 9001})
+    finder = PidFinder(proc.root, Clock())
+    assert finder.find(9001, None, FOREVER).pid == 150
+    assert finder.scanned == [300, 200, 150]
+
+
+def test_new_means_first_seen_in_the_last_two_seconds(proc: FakeProc) -> None:
+    proc.add(100, sockets={3: 9001})
+    clock = Clock()
+    finder = PidFinder(proc.root, clock)
+    proc.add(50)  # a recycled low pid, but new
+    proc.add(60)
+    finder.find(1, None, FOREVER)  # sees 50 and 60 for the first time
+    forget_matches(finder)
+    clock.now += 1.0
+    assert finder.find(9001, None, FOREVER).pid == 100
+    assert finder.scanned == [60, 50, 100]
+    clock.now += 1.5
+    forget_matches(finder)
+    assert finder.find(9001, None, FOREVER).pid == 100
+    assert finder.scanned == [100]  # 50 and 60 are old now; pid order
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving fake processes other uids needs root")
+def test_processes_of_the_sockets_uid_come_before_the_rest(proc: FakeProc) -> None:
+    proc.add(100, sockets={3: 9001}, uid=1000)
+    proc.add(200, uid=1000)
+    proc.add(300, uid=0)
+    proc.add(400, uid=0)
+    finder = PidFinder(proc.root, Clock())
+    assert finder.find(9001, 1000, FOREVER).pid == 100
+    assert finder.scanned == [200, 100]
+
+
+def test_a_known_socket_and_recent_processes_are_checked_without_a_scan(proc: FakeProc) -> None:
+    proc.add(100)
+    proc.add(200, sockets={5: 9001})
+    proc.add(300, sockets={4: 9002})
+    finder = PidFinder(proc.root, Clock())
+    assert finder.find(9001, None, FOREVER).pid == 200
+    assert finder.scanned == [300, 200]
+    # 9002 was read on the way to 9001: found straight away
+    assert finder.find(9002, None, FOREVER).pid == 300
+    assert finder.scanned == []
+    # a long-lived client's new socket usually gets the same fd number again
+    proc.link(200, 5, 9003)
+    assert finder.find(9003, None, FOREVER).pid == 200
+    assert finder.scanned == []
+
+
+def test_recently_matched_processes_are_scanned_before_old_ones(proc: FakeProc) -> None:
+    for pid in (100, 200, 300, 400):
+        proc.add(pid)
+    proc.link(100, 3, 9001)
+    finder = PidFinder(proc.root, Clock())
+    assert finder.find(9001, None, FOREVER).pid == 100
+    proc.link(100, 7, 9002)  # another fd number this time
+    assert finder.find(9002, None, FOREVER).pid == 100
+    assert finder.scanned == [100]
+
+
+def test_only_sixteen_recent_processes_are_kept(proc: FakeProc) -> None:
+    for pid in range(100, 120):
+        proc.add(pid, sockets={3: 9000 + pid})
+    finder = PidFinder(proc.root, Clock())
+    for pid in range(100, 120):
+        assert finder.find(9000 + pid, None, FOREVER).pid == pid
+    assert list(finder._recent) == list(range(104, 120))
+
+
+def test_fds_opened_since_the_last_look_are_read_first(
+    proc: FakeProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc.add(100, files=40)
+    finder = PidFinder(proc.root, Clock())
+    finder.find(1, None, FOREVER)
+    proc.link(100, 40, 9001)
+    read: list[str] = []
+    real_readlink = os.readlink
+
+    def readlink(path: str, *, dir_fd: int | None = None) -> str:
+        read.append(path)
+        return real_readlink(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "readlink", readlink)
+    assert finder.find(9001, None, FOREVER).pid == 100
+    assert read == ["40"]
+
+
+def test_a_process_that_vanishes_mid_search_is_skipped_and_forgotten(
+    proc: FakeProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for pid in (100, 200, 300):
+        proc.add(pid)
+    proc.link(100, 3, 9001)
+    finder = PidFinder(proc.root, Clock())
+    finder.find(1, None, FOREVER)
+    forget_matches(finder)
+    real_listdir = os.listdir
+
+    def listdir(path: str | int) -> list[str]:
+        names = real_listdir(path)
+        if path == str(proc.root):
+            proc.remove(300)  # exits between the listing and the scan
+        return names
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert finder.find(9001, None, FOREVER).pid == 100
+    assert finder.scanned == [300, 200, 100]
+    assert 300 not in finder._first_seen and 300 not in finder._fd_names
+
+
+def test_unreadable_processes_are_skipped_and_reported(
+    proc: FakeProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for pid in (100, 200, 300):
+        proc.add(pid)
+    finder = PidFinder(proc.root, Clock())
+    real_open = os.open
+
+    def guarded_open(path: str, flags: int, *args: int, **kwargs: int) -> int:
+        if path.endswith("/300/fd"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded_open)
+    search = finder.find(9001, None, FOREVER)
+    assert search.pid is None and search.denied and not search.out_of_time
+    proc.link(200, 3, 9001)
+    assert finder.find(9001, None, FOREVER).pid == 200
+
+
+def test_the_search_stops_at_the_deadline(proc: FakeProc) -> None:
+    for pid in range(100, 110):
+        proc.add(pid, files=4)
+    proc.link(100, 3, 9001)
+    clock = Clock()
+    finder = PidFinder(proc.root, clock)
+    clock.step = 1.0  # every look at the clock costs a second
+    search = finder.find(9001, None, clock.now + 4.5)
+    assert search.pid is None and search.out_of_time
+    assert 0 < len(finder.scanned) < 10 and 100 not in finder.scanned
+    clock.step = 0.0
+    assert finder.find(9001, None, clock.now + 1).pid == 100
+
+
+class FixedSockets:
+    def __init__(self, owner: SocketOwner | None):
+        self.owner_ = owner
+
+    def owner(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        deadline: float,
+    ) -> SocketOwner | None:
+        return self.owner_
+
+
+def test_lookup_over_a_fake_proc_describes_the_process(proc: FakeProc) -> None:
+    proc.add(100, sockets={3: 9001})
+    (proc.root / "100" / "cmdline").write_bytes(b"/bin/proc100\0-x\0" + b"y" * 500 + b"\0")
+    lookup = LinuxProcessLookup(proc.root, sockets=FixedSockets(SocketOwner(0, 9001)))
+    info = lookup.find(Transport.UDP, ("127.0.0.1", 53), ("127.0.0.1", 4000), 1.0)
+    assert info is not None
+    assert (info.pid, info.name, info.exe, info.uid) == (100, "proc100", "/bin/proc100", 0)
+    assert info.cmdline is not None and info.cmdline.startswith("/bin/proc100 -x yyy")
+    assert len(info.cmdline) == 200 and info.cmdline.endswith("…")
+
+
+def test_a_vanished_process_is_described_as_far_as_it_can_be(proc: FakeProc) -> None:
+    lookup = LinuxProcessLookup(proc.root, sockets=FixedSockets(None))
+    info = lookup.describe(4242, 1000, "someone")
+    assert (info.pid, info.name, info.exe, info.cmdline, info.uid) == (4242, None, None, None, 1000)
+
+
+def test_no_process_holding_the_socket_is_said_so(proc: FakeProc) -> None:
+    proc.add(100)
+    lookup = LinuxProcessLookup(proc.root, sockets=FixedSockets(SocketOwner(0, 9001)))
+    info = lookup.find(Transport.UDP, ("127.0.0.1", 53), ("127.0.0.1", 4000), 1.0)
+    assert info is not None and info.pid is None and info.uid == 0
+    assert info.note is not None and "no visible process" in info.note
