@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from .netns import in_netns, namespace
+
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 LISTENING = re.compile(r"listening on (udp|tcp) (\S+):(\d+)$")
 
@@ -159,3 +161,63 @@ def aidns(tmp_path: Path, dnsmasq: Dnsmasq) -> Iterator[Aidns]:
     )
     yield server
     server.stop()
+
+
+NETNS_UPSTREAM_PORT = 5300
+
+
+@pytest.fixture
+def resolver_netns(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """aidns on 127.0.0.1:53 and dnsmasq as its upstream, both inside a fresh namespace."""
+    if not os.path.exists(DNSMASQ):
+        pytest.skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
+    with namespace("nameserver 127.0.0.1\noptions attempts:1 timeout:2\n") as name:
+        upstream = subprocess.Popen(
+            in_netns(
+                name,
+                [
+                    DNSMASQ,
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--bind-interfaces",
+                    "--listen-address=127.0.0.1",
+                    f"--port={NETNS_UPSTREAM_PORT}",
+                    "--pid-file=",
+                    "--user=root",
+                    "--address=/up.test/127.0.0.1",
+                    "--local=/test/",
+                ],
+            ),
+            stderr=subprocess.DEVNULL,
+        )
+        data_dir = tmp_path / "data"
+        # a loaded CI machine is slow: these tests are about who asked, not how fast we find out
+        (tmp_path / "config.yaml").write_text("attribution_budget_ms: 50\n")
+        server = subprocess.Popen(
+            in_netns(
+                name,
+                aidns_command(
+                    "serve",
+                    "--listen=127.0.0.1:53",
+                    f"--upstream=127.0.0.1:{NETNS_UPSTREAM_PORT}",
+                    f"--data-dir={data_dir}",
+                    f"--config={tmp_path / 'config.yaml'}",
+                ),
+            ),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stderr is not None
+            for line in server.stderr:
+                if "listening on tcp" in line:
+                    break
+            else:
+                pytest.fail("aidns did not start in the namespace")
+            yield name, data_dir
+        finally:
+            for process in (server, upstream):
+                process.terminate()
+                process.wait(10)

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from .conftest import DNSMASQ, aidns_command
-from .netns import in_netns, namespace, run_in
-
-UPSTREAM_PORT = 5300
+from .conftest import aidns_command
+from .netns import run_in
 
 
 def aidns_json(*args: str) -> list[dict[str, object]]:
@@ -29,62 +23,6 @@ def aidns_json(*args: str) -> list[dict[str, object]]:
     if text.startswith("["):
         return list(json.loads(text))
     return [json.loads(line) for line in text.splitlines()]
-
-
-@pytest.fixture
-def resolver_netns(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """aidns on 127.0.0.1:53 and dnsmasq as its upstream, both inside a fresh namespace."""
-    if not os.path.exists(DNSMASQ):
-        pytest.skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
-    with namespace("nameserver 127.0.0.1\noptions attempts:1 timeout:2\n") as name:
-        upstream = subprocess.Popen(
-            in_netns(
-                name,
-                [
-                    DNSMASQ,
-                    "--keep-in-foreground",
-                    "--conf-file=/dev/null",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--bind-interfaces",
-                    "--listen-address=127.0.0.1",
-                    f"--port={UPSTREAM_PORT}",
-                    "--pid-file=",
-                    "--user=root",
-                    "--address=/up.test/127.0.0.1",
-                    "--local=/test/",
-                ],
-            ),
-            stderr=subprocess.DEVNULL,
-        )
-        data_dir = tmp_path / "data"
-        (tmp_path / "config.yaml").write_text("")
-        server = subprocess.Popen(
-            in_netns(
-                name,
-                aidns_command(
-                    "serve",
-                    "--listen=127.0.0.1:53",
-                    f"--upstream=127.0.0.1:{UPSTREAM_PORT}",
-                    f"--data-dir={data_dir}",
-                    f"--config={tmp_path / 'config.yaml'}",
-                ),
-            ),
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert server.stderr is not None
-            for line in server.stderr:
-                if "listening on tcp" in line:
-                    break
-            else:
-                pytest.fail("aidns did not start in the namespace")
-            yield name, data_dir
-        finally:
-            for process in (server, upstream):
-                process.terminate()
-                process.wait(10)
 
 
 def wait_for_rows(data_dir: Path, name: str, wanted: int) -> list[dict[str, object]]:
@@ -127,3 +65,37 @@ def test_who_names_the_programs_that_asked(resolver_netns: tuple[str, Path]) -> 
     assert str(by_name["via-python.up.test"]["exe"]).startswith(
         str(Path(sys.executable).resolve().parent)
     )
+
+
+def test_surgical_block_applies_to_one_program_only(resolver_netns: tuple[str, Path]) -> None:
+    name, data_dir = resolver_netns
+
+    def via_python(host: str) -> str:
+        code = f"import socket; print(socket.gethostbyname({host!r}))"
+        return run_in(name, [sys.executable, "-c", code]).stdout.strip()
+
+    def via_getent(host: str) -> str:
+        result = run_in(name, ["getent", "ahosts", host])  # ahostsv4 skips DNS with only lo up
+        v4 = [word for word in result.stdout.split() if word.count(".") == 3 and word[0].isdigit()]
+        return v4[0] if v4 else f"(getent exit {result.returncode})"
+
+    assert via_getent("o7.ingest.up.test") == "127.0.0.1"
+    assert via_python("o8.ingest.up.test") == "127.0.0.1"
+    wait_for_rows(data_dir, "ingest.up.test", 2)
+    made = subprocess.run(
+        aidns_command("block", "ingest.up.test", "--surgical", f"--data-dir={data_dir}"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "exactly o7.ingest.up.test, for getent" in made
+    assert "exactly o8.ingest.up.test, for python" in made
+    deadline = time.monotonic() + 3
+    while via_getent("o7.ingest.up.test") != "0.0.0.0":
+        assert time.monotonic() < deadline, "the surgical rule did not take effect"
+        time.sleep(0.1)
+    assert via_python("o7.ingest.up.test") == "127.0.0.1"  # another program still gets through
+    assert via_python("o8.ingest.up.test") == "0.0.0.0"
+    assert via_getent("o8.ingest.up.test") == "127.0.0.1"
+    assert via_getent("other.ingest.up.test") == "127.0.0.1"  # only the names seen
