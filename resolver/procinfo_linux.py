@@ -373,6 +373,10 @@ class PidFinder:
     that matched; processes first seen in the last 2 s, newest first; those 16 in full;
     processes of the socket's uid, newest first; then the rest, newest first. Newest means
     latest start time, not highest pid: pids wrap. `clock` is the clock of the deadlines too.
+
+    Processes started since the last look are found from the last pid the kernel handed out
+    (/proc/loadavg), which is much cheaper than listing /proc; /proc is listed only when the
+    likely candidates did not hold the socket, or too many pids went by.
     """
 
     def __init__(
@@ -382,21 +386,29 @@ class PidFinder:
         recent_size: int = 16,
         new_window_s: float = 2.0,
         known_sockets: int = 4096,
+        max_probe: int = 64,
     ):
         self._proc = str(proc_root)
         self._clock = clock
         self._recent_size = recent_size
         self._new_window_s = new_window_s
         self._known_sockets = known_sockets
+        self._max_probe = max_probe
         self._first_seen: dict[int, float] = {}
+        self._fresh: dict[int, float] = {}  # first seen within the window, oldest first
         self._started: dict[int, tuple[int, int]] = {}  # pid -> (start time in ticks, pid)
         self._uids: dict[int, int] = {}
         self._fd_names: dict[int, frozenset[str]] = {}
         self._recent: OrderedDict[int, str] = OrderedDict()  # pid -> fd that last matched
         self._sockets: OrderedDict[int, tuple[int, str]] = OrderedDict()  # inode -> pid, fd
+        self._pid_max = _read_int(f"{self._proc}/sys/kernel/pid_max") or 4194304
+        self._last_pid: int | None = None
         self._listed = False
+        self.listings = 0  # full listings of /proc, for tests and benchmarks
         self.scanned: list[int] = []  # pids whose fds the last search read, in order
         self._list(clock())  # what runs now is old; what starts later is new
+        for pid in self._first_seen:
+            self._start_key(pid)
 
     def find(self, inode: int, uid: int | None, deadline: float) -> PidSearch:
         self.scanned = []
@@ -419,18 +431,23 @@ class PidFinder:
 
     def _search_order(self, uid: int | None) -> Iterator[int]:
         now = self._clock()
-        pids = self._list(now)
-        seen = self._first_seen
-        started = self._started
+        listed = not self._probe(now)
+        if listed:
+            self._list(now)
         cutoff = now - self._new_window_s
+        fresh = self._fresh
+        for pid in [p for p, seen in fresh.items() if seen < cutoff]:
+            del fresh[pid]
         done: set[int] = set()
-        new = sorted((p for p in pids if seen[p] >= cutoff), key=started.__getitem__, reverse=True)
-        recent = [p for p in reversed(self._recent) if p in seen]
-        for pid in (*new, *recent):
-            if pid not in done:
+        for pid in (*reversed(fresh), *reversed(self._recent)):
+            if pid not in done and pid in self._first_seen:
                 done.add(pid)
                 yield pid
-        rest = sorted((p for p in pids if p not in done), key=started.__getitem__, reverse=True)
+        if not listed:
+            self._list(now)
+        rest = sorted(
+            (p for p in self._first_seen if p not in done), key=self._start_key, reverse=True
+        )
         if uid is not None:
             for pid in rest:
                 if self._uid(pid) == uid:
@@ -439,6 +456,60 @@ class PidFinder:
         for pid in rest:
             if pid not in done:
                 yield pid
+
+    def _probe(self, now: float) -> bool:
+        """Note the processes started since the last look; False when /proc must be listed."""
+        last = _read_last_pid(self._proc)
+        previous, self._last_pid = self._last_pid, last
+        if last is None or previous is None:
+            return False
+        span = (last - previous) % self._pid_max
+        if span > self._max_probe:
+            return False
+        for offset in range(1, span + 1):
+            pid = (previous + offset) % self._pid_max
+            if pid not in self._first_seen and _read_tgid(self._proc, pid) == pid:
+                self._first_seen[pid] = self._fresh[pid] = now
+        return True
+
+    def _list(self, now: float) -> set[int]:
+        self.listings += 1
+        self._last_pid = _read_last_pid(self._proc)
+        try:
+            names = os.listdir(self._proc)
+        except OSError:
+            return set()
+        pids = {int(name) for name in names if name.isdigit()}
+        seen = self._first_seen
+        first = now if self._listed else float("-inf")
+        for pid in sorted(pids - seen.keys()):
+            seen[pid] = first
+            if self._listed:
+                self._fresh[pid] = first
+        self._listed = True
+        for pid in seen.keys() - pids:
+            self._forget(pid)
+        return pids
+
+    def _start_key(self, pid: int) -> tuple[int, int]:
+        """(start time, pid): field 22 of /proc/PID/stat, after the name in parentheses."""
+        key = self._started.get(pid)
+        if key is None:
+            try:
+                with open(f"{self._proc}/{pid}/stat", "rb") as stat:
+                    ticks = int(stat.read().rpartition(b")")[2].split()[19])
+            except (OSError, ValueError, IndexError):
+                ticks = 0
+            key = self._started[pid] = (ticks, pid)
+        return key
+
+    def _forget(self, pid: int) -> None:
+        self._first_seen.pop(pid, None)
+        self._fresh.pop(pid, None)
+        self._started.pop(pid, None)
+        self._uids.pop(pid, None)
+        self._fd_names.pop(pid, None)
+        self._recent.pop(pid, None)
 
     def _found(self, pid: int, fd: str) -> PidSearch:
         self._recent[pid] = fd
@@ -452,37 +523,6 @@ class PidFinder:
             return os.readlink(f"{self._proc}/{pid}/fd/{fd}") == target
         except OSError:
             return False
-
-    def _list(self, now: float) -> set[int]:
-        try:
-            names = os.listdir(self._proc)
-        except OSError:
-            return set()
-        pids = {int(name) for name in names if name.isdigit()}
-        seen = self._first_seen
-        first = now if self._listed else float("-inf")
-        self._listed = True
-        for pid in pids - seen.keys():
-            seen[pid] = first
-            self._started[pid] = (self._start_time(pid), pid)
-        for pid in seen.keys() - pids:
-            self._forget(pid)
-        return pids
-
-    def _start_time(self, pid: int) -> int:
-        """Field 22 of /proc/PID/stat, after the parenthesised name (which may hold spaces)."""
-        try:
-            with open(f"{self._proc}/{pid}/stat", "rb") as stat:
-                return int(stat.read().rpartition(b")")[2].split()[19])
-        except (OSError, ValueError, IndexError):
-            return 0
-
-    def _forget(self, pid: int) -> None:
-        self._first_seen.pop(pid, None)
-        self._started.pop(pid, None)
-        self._uids.pop(pid, None)
-        self._fd_names.pop(pid, None)
-        self._recent.pop(pid, None)
 
     def _uid(self, pid: int) -> int | None:
         uid = self._uids.get(pid)
@@ -535,6 +575,44 @@ class PidFinder:
             os.close(fd_dir)
 
 
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, "rb") as file:
+            return int(file.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _read_last_pid(proc: str) -> int | None:
+    """The last pid (or thread id) handed out in our pid namespace: /proc/loadavg's 5th field."""
+    try:
+        with open(f"{proc}/loadavg", "rb") as loadavg:
+            return int(loadavg.read().split()[4])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _read_tgid(proc: str, pid: int) -> int | None:
+    """The process a pid belongs to; a thread's id gives its process's, a process's its own."""
+    try:
+        fd = os.open(f"{proc}/{pid}/status", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        head = os.read(fd, 512)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    at = head.find(b"\nTgid:")
+    if at < 0:
+        return None
+    try:
+        return int(head[at + 6 : head.index(b"\n", at + 6)])
+    except ValueError:
+        return None
+
+
 def _may_read_all_processes(proc_root: Path) -> bool:
     """True with CAP_SYS_PTRACE (root usually has it); without, only our uid's fds are readable."""
     try:
@@ -574,7 +652,10 @@ class LinuxProcessLookup:
         if not self._lock.acquire(timeout=budget_s):
             return None
         try:
-            owner = self.sockets.owner(transport, server, client, deadline)
+            try:
+                owner = self.sockets.owner(transport, server, client, deadline)
+            except OSError:  # not an IP address, or the socket table could not be read
+                return None
             if owner is None:
                 return None
             user = user_name(owner.uid)

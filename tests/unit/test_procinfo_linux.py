@@ -231,6 +231,11 @@ def test_a_query_from_no_socket_at_all_is_none() -> None:
         assert lookup.find(Transport.UDP, server.getsockname(), ("127.0.0.1", 1), 0.1) is None
 
 
+def test_addresses_that_are_not_ip_literals_find_nothing() -> None:
+    lookup = LinuxProcessLookup()
+    assert lookup.find(Transport.UDP, ("127.0.0.1", 53), ("localhost", 4000), 0.1) is None
+
+
 def test_only_the_uid_without_the_rights_to_see_other_users(
     exchange: Callable[[str, str], Exchange],
 ) -> None:
@@ -392,7 +397,7 @@ def test_proc_net_missing_means_not_found(tmp_path: Path) -> None:
 
 
 class FakeProc:
-    """A /proc tree: pid directories with fd links, comm, cmdline, exe."""
+    """A /proc tree: pid directories with fd links, comm, cmdline, exe, stat and status."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -403,9 +408,18 @@ class FakeProc:
         sockets: dict[int, int] | None = None,
         files: int = 3,
         uid: int | None = None,
+        started: int = 0,
+        thread_of: int | None = None,
     ) -> None:
         fd_dir = self.root / str(pid) / "fd"
         fd_dir.mkdir(parents=True)
+        (self.root / str(pid) / "status").write_text(
+            f"Name:\tproc{pid}\nUmask:\t0022\nState:\tS (sleeping)\n"
+            f"Tgid:\t{thread_of or pid}\nNgid:\t0\nPid:\t{pid}\n"
+        )
+        (self.root / str(pid) / "stat").write_text(
+            f"{pid} (proc {pid}) S 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 {started} 0 0\n"
+        )
         for fd in range(files):
             (fd_dir / str(fd)).symlink_to("/dev/null")
         for fd, inode in (sockets or {}).items():
@@ -423,6 +437,9 @@ class FakeProc:
 
     def remove(self, pid: int) -> None:
         shutil.rmtree(self.root / str(pid))
+
+    def last_pid(self, pid: int) -> None:
+        (self.root / "loadavg").write_text(f"0.10 0.20 0.30 1/123 {pid}\n")
 
 
 class Clock:
@@ -608,6 +625,53 @@ def test_the_search_stops_at_the_deadline(proc: FakeProc) -> None:
     assert 0 < len(finder.scanned) < 10 and 100 not in finder.scanned
     clock.step = 0.0
     assert finder.find(9001, None, clock.now + 1).pid == 100
+
+
+def test_newest_means_latest_start_not_highest_pid(proc: FakeProc) -> None:
+    proc.add(30000, started=100)
+    proc.add(20000, started=150)
+    proc.add(500, started=200, sockets={3: 9001})  # started after pids wrapped
+    proc.add(400, started=190)
+    finder = PidFinder(proc.root, Clock())
+    assert finder.find(9001, None, FOREVER).pid == 500
+    assert finder.scanned == [500]
+    forget_matches(finder)
+    assert finder.find(1, None, FOREVER).pid is None
+    assert finder.scanned == [500, 400, 20000, 30000]
+
+
+def test_new_processes_come_from_the_last_pid_without_listing_proc(proc: FakeProc) -> None:
+    for pid in (100, 200):
+        proc.add(pid)
+    proc.last_pid(200)
+    finder = PidFinder(proc.root, Clock())
+    assert finder.listings == 1
+    proc.add(201)
+    proc.add(202, thread_of=100)  # a thread of an old process: not a new one
+    proc.add(203, sockets={3: 9001})
+    proc.last_pid(203)
+    assert finder.find(9001, None, FOREVER).pid == 203
+    assert finder.scanned == [203] and finder.listings == 1
+    proc.add(204, sockets={3: 9002})
+    proc.last_pid(204)
+    assert finder.find(9002, None, FOREVER).pid == 204
+    assert finder.scanned == [204] and finder.listings == 1
+
+
+def test_proc_is_listed_when_the_likely_ones_miss_or_too_many_pids_went_by(
+    proc: FakeProc,
+) -> None:
+    proc.add(100, sockets={3: 9001})
+    proc.last_pid(100)
+    finder = PidFinder(proc.root, Clock(), max_probe=8)
+    proc.add(101)
+    proc.last_pid(101)
+    assert finder.find(9001, None, FOREVER).pid == 100  # 101 is new but does not hold it
+    assert finder.scanned == [101, 100] and finder.listings == 2
+    proc.add(150, sockets={3: 9002})
+    proc.last_pid(150)  # 49 pids since the last look: list /proc instead of probing
+    assert finder.find(9002, None, FOREVER).pid == 150
+    assert finder.scanned == [150] and finder.listings == 3
 
 
 class FixedSockets:
