@@ -281,6 +281,15 @@ class CLibProc:
         lib.proc_pidpath.argtypes = [ctypes.c_int, ctypes.c_void_p, _u32]
         for name in ("proc_listpids", "proc_pidinfo", "proc_pidfdinfo", "proc_pidpath"):
             getattr(lib, name).restype = ctypes.c_int
+        self._libc.sysctl.argtypes = [
+            ctypes.POINTER(ctypes.c_int),
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_size_t),
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+        ]
+        self._libc.sysctl.restype = ctypes.c_int
 
     def list_pids(self) -> list[int]:
         size = self._lib.proc_listpids(PROC_ALL_PIDS, 0, None, 0)

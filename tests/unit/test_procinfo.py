@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import re
+import shutil
 import socket
 import struct
 import sys
@@ -488,6 +490,25 @@ def test_the_lsof_fallback_runs_lsof(tmp_path: Path) -> None:
     lookup = macos.MacProcessLookup(use_libproc=False, lsof=str(fake_lsof))
     info = lookup.find(Transport.TCP, ("127.0.0.1", 55785), ("127.0.0.1", 49528), budget_s=5)
     assert info == ProcessInfo(30527, "python3", uid=0, user="root")
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or shutil.which("lsof") is None,
+    reason="runs the real lsof, whose -F output is the same on Linux",
+)
+def test_the_lsof_fallback_with_the_real_lsof() -> None:
+    lookup = macos.MacProcessLookup(use_libproc=False)
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+    ):
+        server.bind(("127.0.0.1", 0))
+        client.connect(server.getsockname())
+        client.send(b"q")
+        _, peer = server.recvfrom(16)
+        info = lookup.find(Transport.UDP, server.getsockname(), peer, budget_s=10)
+    comm = Path("/proc/self/comm").read_text().strip()
+    assert info is not None and (info.pid, info.name, info.uid) == (os.getpid(), comm, os.getuid())
 
 
 class FakeLibProc:
