@@ -91,7 +91,6 @@ class Query:
         "response",
         "reusable_until",
         "server",
-        "timings_ms",
         "transport",
         "udp_size",
         "upstream",
@@ -113,7 +112,6 @@ class Query:
         self.process: ProcessInfo | None = None
         self.decision: Decision | None = None
         self.response: bytes | None = None
-        self.timings_ms: dict[str, float] | None = None
         self.upstream: str | None = None
         self.reusable_until = 0.0
         self.qname, self.question_end = _read_question_name(raw)
@@ -138,7 +136,6 @@ class Query:
         query.process = None
         query.decision = self.decision
         query.response = None
-        query.timings_ms = None
         query.upstream = None
         query.reusable_until = 0.0
         query.qname = self.qname
@@ -170,12 +167,6 @@ class Query:
         """Name, type, class, and the flags that change an answer (DO, CD)."""
         flags = (2 if self.dnssec_ok else 0) | (1 if self.raw[3] & 0x10 else 0)
         return self.qname + self.raw[self.question_end - 4 : self.question_end] + bytes((flags,))
-
-    def request(self) -> Any:
-        """The whole packet parsed by dnslib, for stages that need more than the question."""
-        import dnslib
-
-        return dnslib.DNSRecord.parse(self.raw)
 
 
 def _read_question_name(raw: bytes) -> tuple[bytes, int]:

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from aidns.resolver.query import OPT, Query
+import dnslib
+
+from aidns.resolver.query import Query
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +134,14 @@ def _skip_name(data: bytes, pos: int) -> int:
 
 
 def summarize(response: bytes, question_end: int) -> tuple[str, str]:
-    """(rcode, short answer text): addresses for A/AAAA, counts of other record types."""
+    """(rcode, short answer text). Plain address answers are read here directly; anything
+    else (CNAME chains, MX, TXT, ...) is rendered by dnslib."""
     if len(response) < 12:
         return "", ""
     rcode_number = response[3] & 0xF
     rcode = RCODES[rcode_number] if rcode_number < len(RCODES) else str(rcode_number)
     count = response[6] << 8 | response[7]
-    parts: list[str] = []
-    others: dict[str, int] = {}
+    addresses: list[str] = []
     pos = question_end
     try:
         for _ in range(count):
@@ -148,16 +150,27 @@ def summarize(response: bytes, question_end: int) -> tuple[str, str]:
             rdata = response[pos + 10 : pos + 10 + rdlength]
             pos += 10 + rdlength
             if rtype == 1 and rdlength == 4:
-                parts.append(str(ipaddress.IPv4Address(rdata)))
+                addresses.append(str(ipaddress.IPv4Address(rdata)))
             elif rtype == 28 and rdlength == 16:
-                parts.append(str(ipaddress.IPv6Address(rdata)))
-            elif rtype != OPT:
-                kind = QTYPES.get(rtype, str(rtype))
-                others[kind] = others.get(kind, 0) + 1
+                addresses.append(str(ipaddress.IPv6Address(rdata)))
+            else:
+                return rcode, _summarize_with_dnslib(response)
     except (IndexError, struct.error):
-        parts.append("(malformed)")
-    parts.extend(f"{n} {kind}" for kind, n in others.items())
-    return rcode, " ".join(parts)
+        return rcode, "(malformed)"
+    return rcode, " ".join(addresses)
+
+
+def _summarize_with_dnslib(response: bytes, limit: int = 200) -> str:
+    try:
+        record = dnslib.DNSRecord.parse(response)
+    except dnslib.DNSError:
+        return "(malformed)"
+    parts = []
+    for rr in record.rr:
+        kind = dnslib.QTYPE.get(rr.rtype, str(rr.rtype))
+        parts.append(str(rr.rdata) if kind in ("A", "AAAA") else f"{kind} {rr.rdata}")
+    text = " ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def connect(path: Path, *, readonly: bool = False, timeout_s: float = 5.0) -> sqlite3.Connection:

@@ -6,6 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import dns.message
+import dns.rrset
 import pytest
 
 from aidns.resolver.query import Action, Decision, ProcessInfo, Query
@@ -189,6 +191,21 @@ def test_summaries() -> None:
     assert summarize(BlockResponse().answer(query), query.question_end) == ("NOERROR", "::")
     nx = BlockResponse(mode="nxdomain").answer(query)
     assert summarize(nx, query.question_end) == ("NXDOMAIN", "")
+    request = dns.message.from_wire(query.raw)
+    response = dns.message.make_response(request)
+    for name, rdtype, rdata in (
+        ("x.example.", "CNAME", "edge.example.net."),
+        ("edge.example.net.", "AAAA", "2001:db8::7"),
+    ):
+        response.answer.append(dns.rrset.from_text(name, 60, "IN", rdtype, rdata))
+    assert summarize(response.to_wire(), query.question_end) == (
+        "NOERROR",
+        "CNAME edge.example.net. 2001:db8::7",
+    )
+    assert summarize(query.raw[:12] + b"\x00\x01\x00\x01\x00\x00\x00\x00" + query.raw[20:], 12) == (
+        "NOERROR",
+        "(malformed)",
+    )
 
 
 def test_reversed_names_make_subtrees_ranges() -> None:
