@@ -6,6 +6,7 @@ import importlib.metadata
 
 import typer
 
+from aidns.cli.hosts import hosts_app
 from aidns.cli.log import log, top, who
 from aidns.cli.rules import allow, block, pause, resume, rules, status, unblock
 from aidns.cli.serve import serve
@@ -40,3 +41,4 @@ app.command()(who)
 app.command()(top)
 for command in (block, unblock, allow, rules, pause, resume, status):
     app.command()(command)
+app.add_typer(hosts_app)
