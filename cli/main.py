@@ -6,7 +6,9 @@ import importlib.metadata
 
 import typer
 
+from aidns.cli.check import check
 from aidns.cli.hosts import hosts_app
+from aidns.cli.lists import lists_app
 from aidns.cli.log import log, top, who
 from aidns.cli.rules import allow, block, pause, resume, rules, status, unblock
 from aidns.cli.serve import serve
@@ -41,4 +43,6 @@ app.command()(who)
 app.command()(top)
 for command in (block, unblock, allow, rules, pause, resume, status):
     app.command()(command)
+app.add_typer(lists_app)
+app.command()(check)
 app.add_typer(hosts_app)

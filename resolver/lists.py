@@ -3,15 +3,25 @@
 Names are kept as the hashes of their lower-case dotted bytes, not as strings: a million
 rules cost 8 MB in a sorted array instead of about 100 MB in a set, and a lookup is one
 dict probe plus one binary search per label of the queried name.
+
+Text lists may be in any of the formats Pi-hole, AdGuard Home and Blocky read: hosts lines
+(`0.0.0.0 a.example b.example`, exact names, as those tools match them), plain names and
+`*.name` (the name and everything below it), AdBlock `||name^` (the same), and `=name`
+(exact). Other AdBlock syntax and bad lines are skipped and counted, never fatal.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import ipaddress
+import json
 import logging
 import re
+import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -32,11 +42,36 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
 BIG_LIST_ENTRIES = 2000
 NOT_LISTS = {"tools.yaml"}  # the catalogue of AI tools lives beside the lists
 PROBLEMS_SHOWN = 5
+YAML_SUFFIXES = (".yaml", ".yml")
+TEXT_SUFFIXES = (".txt", ".list", ".hosts")
+# Written by `aidns lists add` beside a list it fetched or copied: where it came from, and
+# for a text list, which has no header of its own, its action.
+SOURCE_SUFFIX = ".source.json"
 
 _LABEL = rb"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _DOMAIN = re.compile(rb"(?:%s\.)*%s" % (_LABEL, _LABEL))
-_TEXT_LINE = re.compile(rb"^[ \t]*(=?)(%s)\.?[ \t]*(?:#.*)?$" % _DOMAIN.pattern, re.M)
-_IGNORED_LINE = re.compile(rb"^[ \t]*(?:#.*)?$", re.M)
+
+# What hosts files say about the machine itself; never a rule, whatever the format.
+LOCAL_NAMES = frozenset(
+    {
+        b"localhost",
+        b"localhost.localdomain",
+        b"localhost4",
+        b"localhost4.localdomain4",
+        b"localhost6",
+        b"localhost6.localdomain6",
+        b"local",
+        b"broadcasthost",
+        b"ip6-localhost",
+        b"ip6-loopback",
+        b"ip6-localnet",
+        b"ip6-mcastprefix",
+        b"ip6-allnodes",
+        b"ip6-allrouters",
+        b"ip6-allhosts",
+        b"0.0.0.0",
+    }
+)
 
 
 class ListAction(StrEnum):
@@ -53,7 +88,7 @@ _VERDICT = {
 _PRIORITY = {ListAction.ALLOW: 0, ListAction.BLOCK: 1, ListAction.WATCH: 2}
 
 LIST_KEYS = {"name", "description", "homepage", "action", "default", "domains"}
-ENTRY_KEYS = {"domain", "match", "purpose", "breaks", "evidence", "verified", "note"}
+ENTRY_KEYS = {"domain", "match", "action", "purpose", "breaks", "evidence", "verified", "note"}
 
 
 def normalize_domain(text: str) -> bytes:
@@ -83,6 +118,7 @@ class Rule:
     breaks: str = ""
     evidence: str = ""
     verified: bool = True
+    note: str = ""
 
     @property
     def text(self) -> str:
@@ -103,6 +139,8 @@ class DomainList:
     exact_hashes: array[int] = field(default_factory=lambda: array("q"))
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
+    homepage: str = ""
+    enabled_by_default: bool = True
 
     def __len__(self) -> int:
         return len(self.rules) + len(self.subtree_hashes) + len(self.exact_hashes)
@@ -112,15 +150,39 @@ class DomainList:
         if len(self.problems) < PROBLEMS_SHOWN:
             self.problems.append(message)
 
+    def actions(self) -> list[ListAction]:
+        """The actions its entries take: the list's own, and any an entry sets for itself."""
+        found = {rule.action for rule in self.rules}
+        if self.subtree_hashes or self.exact_hashes or not found:
+            found.add(self.action)
+        return sorted(found, key=_PRIORITY.__getitem__)
+
 
 def load_list(path: Path) -> DomainList:
-    """Read a .yaml/.yml or .txt list file; raises ListError when nothing usable is in it."""
+    """Read a YAML or text list file; raises ListError when the file can't be used at all."""
     suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
+    if suffix in YAML_SUFFIXES:
         return load_yaml_list(path)
-    if suffix in (".txt", ".list"):
-        return load_text_list(path)
-    raise ListError(f"unknown list format {suffix!r} (use .yaml or .txt)", source=str(path))
+    if suffix in TEXT_SUFFIXES:
+        return load_text_list(path, source_action(path))
+    raise ListError(
+        f"unknown list format {suffix!r} (use .yaml, or .txt for hosts, AdBlock or plain lists)",
+        source=str(path),
+    )
+
+
+def source_path(list_path: Path) -> Path:
+    """The sidecar `aidns lists add` writes beside a list it installed."""
+    return list_path.with_name(list_path.stem + SOURCE_SUFFIX)
+
+
+def source_action(list_path: Path) -> ListAction:
+    """A text list's action from its sidecar; block when it has none."""
+    try:
+        meta = json.loads(source_path(list_path).read_text(encoding="utf-8"))
+        return ListAction(str(meta.get("action", "block")))
+    except (OSError, ValueError, AttributeError):
+        return ListAction.BLOCK
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -131,68 +193,201 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def load_text_list(path: Path, action: ListAction = ListAction.BLOCK) -> DomainList:
-    """One name a line, `#` comments, `=name` for exact; bad lines are skipped and counted."""
-    data = _read_bytes(path).lower()
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if data and not data.endswith(b"\n"):
-        data += b"\n"
+    """A hosts, AdBlock or plain list; bad and unsupported lines are skipped and counted."""
     domain_list = DomainList(name=path.stem, action=action, source=str(path))
     subtree: array[int] = array("q")
-    exact: list[bytes] = []
-    small_names: list[bytes] = []
+    exact: array[int] = array("q")
+    small_subtree: list[bytes] = []
+    small_exact: list[bytes] = []
     first_line = 1
-    for chunk in _chunks(data):
-        if _CLEAN_CHUNK.fullmatch(chunk) and not any(bad in chunk for bad in _BAD_SEQUENCES):
-            names = chunk.split()
-        else:
-            names = _parse_lines(chunk, first_line, domain_list, exact)
+    for chunk in _chunks(path):
+        names, exact_names = _parse_chunk(chunk, first_line, domain_list)
         subtree.extend(map(hash, names))
-        if len(small_names) < BIG_LIST_ENTRIES:
-            small_names.extend(names[:BIG_LIST_ENTRIES])
+        exact.extend(map(hash, exact_names))
+        if len(small_subtree) + len(small_exact) < BIG_LIST_ENTRIES:
+            small_subtree.extend(names[:BIG_LIST_ENTRIES])
+            small_exact.extend(exact_names[:BIG_LIST_ENTRIES])
         first_line += chunk.count(b"\n") - 1
     if len(subtree) + len(exact) < BIG_LIST_ENTRIES:
-        _hashes_to_rules(domain_list, small_names, exact)
+        _names_to_rules(domain_list, small_subtree, small_exact)
     else:
-        domain_list.subtree_hashes = array("q", sorted(subtree))
-        domain_list.exact_hashes = array("q", sorted(map(hash, exact)))
+        del small_subtree, small_exact
+        domain_list.subtree_hashes = _sorted_hashes(subtree)
+        domain_list.exact_hashes = _sorted_hashes(exact)
+        release_memory()
     return domain_list
+
+
+def _sorted_hashes(hashes: array[int]) -> array[int]:
+    ordered = array("q", sorted(hashes))
+    del hashes[:]
+    return ordered
 
 
 _CHUNK_BYTES = 1 << 20
 _CLEAN_CHUNK = re.compile(rb"[a-z0-9_.\n-]*")
 _BAD_SEQUENCES = (b"..", b"\n.", b".\n", b"\n-", b"-\n", b".-", b"-.")
+_COMMENT_LINES = re.compile(rb"\n[ \t]*#[^\n]*")
+_HOSTS_PREFIXES = (b"\n0.0.0.0 ", b"\n127.0.0.1 ")
+_LOCAL_HINTS = (b"localhost", b"broadcasthost", b"ip6-", b"\nlocal\n")
+_BARE_ADDRESS = re.compile(rb"\n[0-9.]+\n")
+_LONGEST_LABEL = 63  # a name no longer than this can't be too long, nor have a too-long label
 
 
-def _chunks(data: bytes) -> Iterable[bytes]:
-    """Slices of about 1 MB ending at a line break, so parsing never holds a million objects."""
-    start = 0
-    while start < len(data):
-        end = data.find(b"\n", start + _CHUNK_BYTES)
-        end = len(data) if end < 0 else end + 1
-        yield b"\n" + data[start:end]
-        start = end
+def _chunks(path: Path) -> Iterator[bytes]:
+    """Lower-cased slices of about 1 MB that end at a line break and start with one, read as
+    they are needed, so a big list never sits in memory whole."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    with handle:
+        rest = b""
+        first = True
+        while True:
+            try:
+                block = handle.read(_CHUNK_BYTES)
+            except OSError as exc:
+                raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
+            if first:
+                block, first = block.removeprefix(b"\xef\xbb\xbf"), False
+            if not block:
+                break
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                rest = block
+                continue
+            rest = block[cut:]
+            yield _tidy(block[:cut])
+        if rest:
+            yield _tidy(rest + b"\n")
+
+
+def _tidy(data: bytes) -> bytes:
+    data = data.lower()
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return b"\n" + data
+
+
+def _parse_chunk(
+    chunk: bytes, first_line: int, domain_list: DomainList
+) -> tuple[list[bytes], list[bytes]]:
+    """(subtree names, exact names). Clean plain or clean `0.0.0.0 name` chunks are split in C;
+    anything else goes line by line."""
+    body = _COMMENT_LINES.sub(b"", chunk) if b"#" in chunk else chunk
+    hosts = 0
+    for prefix in _HOSTS_PREFIXES:
+        if prefix in body:
+            if prefix + b"\n" in body:  # an address without a name: let the slow path say so
+                return _parse_lines(chunk, first_line, domain_list)
+            hosts += body.count(prefix)
+            body = body.replace(prefix, b"\n")
+    if (
+        _CLEAN_CHUNK.fullmatch(body)
+        and not any(bad in body for bad in _BAD_SEQUENCES)
+        and not _BARE_ADDRESS.search(body)
+    ):
+        names = body.split()
+        if hosts in (0, len(names)) and max(map(len, names), default=0) <= _LONGEST_LABEL:
+            if any(hint in body for hint in _LOCAL_HINTS):
+                names = [name for name in names if name not in LOCAL_NAMES]
+            return ([], names) if hosts else (names, [])
+    return _parse_lines(chunk, first_line, domain_list)
 
 
 def _parse_lines(
-    chunk: bytes, first_line: int, domain_list: DomainList, exact: list[bytes]
-) -> list[bytes]:
-    """The slow path for chunks with comments, exact rules or bad lines."""
-    names: list[bytes] = []
-    for number, line in enumerate(chunk.split(b"\n")[1:], start=first_line):
-        found = _TEXT_LINE.fullmatch(line)
-        if found is None:
-            if not _IGNORED_LINE.fullmatch(line):
-                shown = line.strip().decode("utf-8", "replace")[:80]
-                domain_list.note_problem(
-                    f"{domain_list.source}:{number}: not a domain name: {shown!r}"
-                )
+    chunk: bytes, first_line: int, domain_list: DomainList
+) -> tuple[list[bytes], list[bytes]]:
+    """The slow path, for chunks with `=`, `||`, several names a line or bad lines."""
+    subtree: list[bytes] = []
+    exact: list[bytes] = []
+    for number, raw in enumerate(chunk.split(b"\n")[1:], start=first_line):
+        line = raw.strip()
+        if not line or line[:1] in b"#![":  # comments of every format; `[Adblock Plus 2.0]`
             continue
-        (exact if found.group(1) else names).append(found.group(2))
-    return names
+        parsed = _parse_line(line)
+        if isinstance(parsed, str):
+            shown = line.decode("utf-8", "replace")[:80]
+            domain_list.note_problem(f"{domain_list.source}:{number}: {parsed}: {shown!r}")
+            continue
+        names, is_exact = parsed
+        (exact if is_exact else subtree).extend(n for n in names if n not in LOCAL_NAMES)
+    return subtree, exact
 
 
-def _hashes_to_rules(domain_list: DomainList, subtree: list[bytes], exact: list[bytes]) -> None:
+_ADBLOCK = re.compile(rb"\|\|(%s)\.?\^\|?" % _DOMAIN.pattern)
+_COSMETIC = re.compile(rb"#[@?$%]?#|#@?\$\?#")
+_TRAILING_COMMENT = re.compile(rb"[ \t]+#.*$")
+_IP_LIKE = re.compile(rb"[0-9.]+|[0-9a-f:.]*:[0-9a-z:.%]*")
+
+
+def _parse_line(line: bytes) -> tuple[list[bytes], bool] | str:
+    """One stripped, lower-case, non-comment line: (names, exact) or why it was skipped."""
+    if line.startswith(b"@@"):
+        return "AdBlock exception rule, not supported"
+    if line.startswith(b"/"):
+        return "regular-expression rule, not supported"
+    if _COSMETIC.search(line):
+        return "AdBlock cosmetic rule, not supported"
+    line = _TRAILING_COMMENT.sub(b"", line)
+    if b"$" in line:
+        return "AdBlock rule with $options, not supported"
+    if line.startswith(b"|"):
+        found = _ADBLOCK.fullmatch(line)
+        return ([found.group(1)], False) if found else "AdBlock rule not supported"
+    tokens = line.split()
+    if len(tokens) > 1:
+        if not _is_address(tokens[0]):
+            return "not a domain name"
+        names = [_name(token) for token in tokens[1:]]
+        if None in names:
+            return "not a domain name in a hosts line"
+        return [n for n in names if n is not None], True
+    token = tokens[0]
+    if _is_address(token):
+        return "an address without a name"
+    exact = token.startswith(b"=")
+    if exact:
+        token = token[1:]
+    elif token.startswith(b"*."):
+        token = token[2:]
+    if b"*" in token:
+        return "wildcard in the middle of a name, not supported"
+    name = _name(token)
+    return "not a domain name" if name is None else ([name], exact)
+
+
+_COMMON_ADDRESSES = frozenset({b"0.0.0.0", b"127.0.0.1", b"::", b"::1", b"0"})
+
+
+def _is_address(token: bytes) -> bool:
+    if token in _COMMON_ADDRESSES:
+        return True
+    if not _IP_LIKE.fullmatch(token):
+        return False
+    try:
+        ipaddress.ip_address(token.split(b"%", 1)[0].decode())
+    except ValueError:
+        return False
+    return True
+
+
+def _name(token: bytes) -> bytes | None:
+    if token.endswith(b"."):
+        token = token[:-1]
+    if len(token) <= 253 and _DOMAIN.fullmatch(token):
+        return token
+    if token.isascii():
+        return None
+    try:
+        return normalize_domain(token.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _names_to_rules(domain_list: DomainList, subtree: list[bytes], exact: list[bytes]) -> None:
     """Small lists keep their names, so `check` and the log can show them."""
     for names, is_exact in ((subtree, False), (exact, True)):
         for name in dict.fromkeys(names):
@@ -201,6 +396,25 @@ def _hashes_to_rules(domain_list: DomainList, subtree: list[bytes], exact: list[
             )
     domain_list.subtree_hashes = array("q")
     domain_list.exact_hashes = array("q")
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return trim
+
+
+def release_memory() -> None:
+    """Give the heap a big load freed back to the system: glibc keeps it otherwise, and a
+    million-name list would leave about 20 MB of it behind."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _yaml_error(path: Path, exc: yaml.YAMLError) -> ListError:
@@ -219,6 +433,15 @@ def _entry_lines(text: str) -> list[int]:
         if key.value == "domains" and isinstance(value, yaml.SequenceNode):
             return [item.start_mark.line + 1 for item in value.value]
     return []
+
+
+_SWITCH = {True: True, False: False, "on": True, "off": False, "yes": True, "no": False}
+
+
+def parse_switch(value: Any) -> bool | None:
+    """`on`/`off` as YAML 1.1 reads them (booleans), or as quoted strings; None if neither."""
+    key = value.lower() if isinstance(value, str) else value
+    return _SWITCH.get(key) if isinstance(key, bool | str) else None
 
 
 def load_yaml_list(path: Path) -> DomainList:
@@ -246,13 +469,17 @@ def load_yaml_list(path: Path) -> DomainList:
     domains = document.get("domains")
     if not isinstance(domains, list):
         raise ListError("`domains` must be a list of names", source=source)
-    default = document.get("default", "on")
+    default = parse_switch(document.get("default", "on"))
+    if default is None:
+        raise ListError(f"default: {document.get('default')!r} is not on or off", source=source)
     domain_list = DomainList(
         name=str(document.get("name") or path.stem),
         action=action,
         source=source,
-        description=str(document.get("description") or ""),
-        enabled=default not in (False, "off", "no"),
+        description=" ".join(str(document.get("description") or "").split()),
+        enabled=default,
+        homepage=str(document.get("homepage") or ""),
+        enabled_by_default=default,
     )
     lines: list[int] | None = None
     for index, item in enumerate(domains):
@@ -266,6 +493,9 @@ def load_yaml_list(path: Path) -> DomainList:
     if len(domain_list.rules) >= BIG_LIST_ENTRIES:
         _rules_to_hashes(domain_list)
     return domain_list
+
+
+_BREAKS = {False: "no", True: "yes"}
 
 
 def _rule_from_entry(item: Any, domain_list: DomainList) -> Rule:
@@ -282,26 +512,32 @@ def _rule_from_entry(item: Any, domain_list: DomainList) -> Rule:
     match = str(item.get("match", "subtree")).lower()
     if match not in ("subtree", "exact"):
         raise ValueError(f"match: {match!r} is not subtree or exact")
+    try:
+        action = ListAction(str(item.get("action", domain_list.action)).lower())
+    except ValueError:
+        raise ValueError(f"action: {item.get('action')!r} is not block, watch or allow") from None
+    breaks = item.get("breaks", "")
     return Rule(
         domain=normalize_domain(str(item["domain"])).decode(),
-        action=domain_list.action,
+        action=action,
         list_name=domain_list.name,
         exact=match == "exact",
         purpose=str(item.get("purpose", "")),
-        breaks=str(item.get("breaks", "")),
-        evidence=str(item.get("evidence", "")),
+        breaks=_BREAKS.get(breaks, str(breaks)) if isinstance(breaks, bool) else str(breaks),
+        evidence=" ".join(str(item.get("evidence", "")).split()),
         verified=item.get("verified", True) is not False,
+        note=" ".join(str(item.get("note", "")).split()),
     )
 
 
 def _rules_to_hashes(domain_list: DomainList) -> None:
+    """A big YAML list keeps only the hashes of the rules that take the list's own action."""
+    own = [r for r in domain_list.rules if r.action is domain_list.action]
     domain_list.subtree_hashes = array(
-        "q", sorted({hash(r.domain.encode()) for r in domain_list.rules if not r.exact})
+        "q", sorted({hash(r.domain.encode()) for r in own if not r.exact})
     )
-    domain_list.exact_hashes = array(
-        "q", sorted({hash(r.domain.encode()) for r in domain_list.rules if r.exact})
-    )
-    domain_list.rules = []
+    domain_list.exact_hashes = array("q", sorted({hash(r.domain.encode()) for r in own if r.exact}))
+    domain_list.rules = [r for r in domain_list.rules if r.action is not domain_list.action]
 
 
 def list_files(directories: Iterable[Path]) -> list[Path]:
@@ -313,8 +549,9 @@ def list_files(directories: Iterable[Path]) -> list[Path]:
                 sorted(
                     p
                     for p in directory.iterdir()
-                    if p.suffix.lower() in (".yaml", ".yml", ".txt", ".list")
+                    if p.suffix.lower() in (*YAML_SUFFIXES, *TEXT_SUFFIXES)
                     and p.name not in NOT_LISTS
+                    and not p.name.startswith(".")
                 )
             )
     return files

@@ -17,6 +17,7 @@ from aidns.resolver.access import AccessStage
 from aidns.resolver.attribution import AttributionStage
 from aidns.resolver.blocking import BlockingStage
 from aidns.resolver.caching import AnswerCache, CachingStage
+from aidns.resolver.catalogue import apply_list_choices
 from aidns.resolver.config import Settings, remember_upstreams
 from aidns.resolver.datafiles import PAUSE_NAME, read_pause, write_status
 from aidns.resolver.errors import AidnsError, ConfigError
@@ -86,15 +87,7 @@ def build_rules(settings: Settings) -> Rules:
     """Every enabled list, the config's and the user's rules. A broken list file is reported
     and skipped; a broken rules file raises, so a reload keeps the rules in effect."""
     lists, problems = load_lists(settings.list_dirs)
-    names = {domain_list.name for domain_list in lists}
-    for wanted in (*settings.enabled_lists, *settings.disabled_lists):
-        if wanted not in names:
-            problems.append(f"lists: no list named {wanted!r} (have: {', '.join(sorted(names))})")
-    for domain_list in lists:
-        if domain_list.name in settings.disabled_lists:
-            domain_list.enabled = False
-        elif domain_list.name in settings.enabled_lists:
-            domain_list.enabled = True
+    problems.extend(apply_list_choices(lists, settings))
     rules_path = settings.data_dir / RULES_NAME
     user_rules = load_rules(rules_path)
     lists.extend(config_rules(settings))

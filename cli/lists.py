@@ -1,0 +1,296 @@
+"""`aidns lists`: see the lists, turn them on and off, add, update and remove your own.
+
+They read and write files in the data dir, so they work whether or not the server runs; a
+running server reloads its lists within a second of a change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aidns.cli.serve import ConfigOption, DataDirOption
+from aidns.cli.table import render, when
+from aidns.resolver.config import Settings, load_settings
+from aidns.resolver.errors import AidnsError
+from aidns.resolver.lists import ListAction
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        help="Give up on a server silent for this many seconds (or ten times that in all).",
+    ),
+]
+PROBLEMS_SHOWN = 3
+
+lists_app = typer.Typer(
+    name="lists",
+    help="The block and watch lists: which there are, which are on, and your own.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(exc: AidnsError) -> typer.Exit:
+    typer.echo(f"aidns: {exc}", err=True)
+    return typer.Exit(2)
+
+
+def command_settings(ctx: typer.Context, config: Path | None, data_dir: Path | None) -> Settings:
+    """Settings for a command that needs no upstream: never reads the system's resolv.conf.
+    Options given before the subcommand (`aidns lists --data-dir D enable x`) count too."""
+    given = ctx.obj if isinstance(ctx.obj, dict) else {}
+    return load_settings(
+        config_path=config or given.get("config"),
+        data_dir=data_dir or given.get("data_dir"),
+        resolv_conf=(),
+    )
+
+
+@lists_app.callback(invoke_without_command=True)
+def lists(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Every list: name, action, on or off (and who said so), entries, source, last update."""
+    ctx.obj = {"config": config, "data_dir": data_dir}
+    if ctx.invoked_subcommand is not None:
+        return
+    from aidns.resolver.catalogue import list_infos
+
+    try:
+        infos, problems = list_infos(command_settings(ctx, config, data_dir))
+    except AidnsError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        for problem in problems:
+            if not any(problem.startswith(info.path) for info in infos):
+                typer.echo(f"aidns: {problem}", err=True)
+        typer.echo(json.dumps([info.as_json() for info in infos], indent=2))
+        return
+    rows = [
+        {
+            "name": info.name,
+            "action": "+".join(info.actions),
+            "on": ("on" if info.enabled else "off")
+            + ("" if info.why == "default" else f" ({info.why})"),
+            "entries": info.entries,
+            "source": info.source,
+            "updated": when(info.updated) or "-",
+        }
+        for info in infos
+    ]
+    columns = [("name", "NAME"), ("action", "ACTION"), ("on", "ON"), ("entries", "ENTRIES")]
+    typer.echo(render(rows, [*columns, ("source", "SOURCE"), ("updated", "UPDATED")]))
+    notes = [p for p in problems if not any(p.startswith(i.path) for i in infos)]
+    for info in infos:
+        if info.skipped:
+            notes.append(f"{info.name}: {info.skipped} lines skipped, e.g. {info.problems[0]}")
+        if info.last_error:
+            notes.append(f"{info.name}: the last update failed ({info.last_error})")
+    if notes:
+        typer.echo("")
+        for note in notes:
+            typer.echo(note)
+
+
+def _switch(
+    ctx: typer.Context, name: str, enabled: bool, config: Path | None, data: Path | None
+) -> None:
+    from aidns.resolver.catalogue import set_list_enabled
+
+    try:
+        settings = command_settings(ctx, config, data)
+        done = set_list_enabled(settings, name, enabled)
+    except AidnsError as exc:
+        raise _fail(exc) from None
+    state = "on" if done.enabled else "off"
+    was = (
+        "it already was"
+        if done.was_enabled == done.enabled
+        else "it was " + ("on" if done.was_enabled else "off")
+    )
+    typer.echo(f"{name}: {state} ({was})")
+    if done.config_said is not None and done.config_said != done.enabled:
+        key = "enable" if done.config_said else "disable"
+        typer.echo(f"this overrides `lists: {key}` in {settings.config_path}")
+
+
+@lists_app.command()
+def enable(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A list name, as `aidns lists` shows it.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Turn a list on (kept in <data-dir>/lists.state.yaml; beats the config's `lists:`)."""
+    _switch(ctx, name, True, config, data_dir)
+
+
+@lists_app.command()
+def disable(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A list name, as `aidns lists` shows it.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Turn a list off (kept in <data-dir>/lists.state.yaml; beats the config's `lists:`)."""
+    _switch(ctx, name, False, config, data_dir)
+
+
+@lists_app.command()
+def show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A list name, as `aidns lists` shows it.")],
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """A list's entries, each with its action, purpose, what blocking it breaks, and evidence."""
+    from aidns.resolver.catalogue import show_list
+
+    try:
+        info, loaded = show_list(command_settings(ctx, config, data_dir), name)
+    except AidnsError as exc:
+        raise _fail(exc) from None
+    entries = [
+        {
+            "domain": rule.domain,
+            "match": "exact" if rule.exact else "subtree",
+            "action": str(rule.action),
+            "purpose": rule.purpose,
+            "breaks": rule.breaks,
+            "evidence": rule.evidence,
+            "verified": rule.verified,
+            "note": rule.note,
+        }
+        for rule in loaded.rules
+    ]
+    if as_json:
+        typer.echo(json.dumps({**info.as_json(), "list": entries}, indent=2))
+        return
+    state = ("on" if info.enabled else "off") + ("" if info.why == "default" else f" ({info.why})")
+    typer.echo(f"{info.name}: {'+'.join(info.actions)}, {state}, {info.entries} entries")
+    for line in (info.description, info.homepage and f"homepage: {info.homepage}"):
+        if line:
+            typer.echo(line)
+    typer.echo(
+        f"file: {info.path}" + ("" if info.origin == "shipped" else f" (from {info.source})")
+    )
+    if not entries and info.entries:
+        typer.echo(f"\na big list: its {info.entries} names are kept as hashes; see the file")
+    for entry in entries:
+        typer.echo("")
+        typer.echo(_entry_line(entry))
+        for key in ("evidence", "note"):
+            if entry[key]:
+                typer.echo(f"    {key}: {entry[key]}")
+
+
+def _entry_line(entry: dict[str, Any]) -> str:
+    name = ("=" if entry["match"] == "exact" else "") + entry["domain"]
+    facts = [entry["purpose"] or "purpose unknown"]
+    if entry["breaks"]:
+        facts.append(f"breaks: {entry['breaks']}")
+    if not entry["verified"]:
+        facts.append("unverified")
+    return f"{entry['action']:<5}  {name}  ({'; '.join(facts)})"
+
+
+@lists_app.command()
+def add(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="A local file, or an http:// or https:// URL.")],
+    name: Annotated[
+        str | None, typer.Option(help="The list's name. [default: from the file or URL]")
+    ] = None,
+    action: Annotated[
+        ListAction | None,
+        typer.Option(help="block or watch, for a text list. [default: block]"),
+    ] = None,
+    timeout: TimeoutOption = 30.0,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Add a list of your own: hosts, AdBlock (||name^), plain names, or aidns YAML.
+
+    A URL is fetched into <data-dir>/lists/ and refreshed by `aidns lists update`; a local
+    file is copied there.
+    """
+    from aidns.resolver.subscriptions import add_list
+
+    try:
+        done = add_list(command_settings(ctx, config, data_dir), source, name, action, timeout)
+    except AidnsError as exc:
+        raise _fail(exc) from None
+    loaded = done.loaded
+    typer.echo(
+        f"added {done.name}: {len(loaded)} entries, {'+'.join(map(str, loaded.actions()))}, "
+        f"on; from {done.source}, in {done.path}"
+    )
+    if loaded.skipped:
+        typer.echo(f"{loaded.skipped} lines skipped, e.g.:")
+        for problem in loaded.problems[:PROBLEMS_SHOWN]:
+            typer.echo(f"  {problem}")
+
+
+@lists_app.command()
+def update(
+    ctx: typer.Context,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Lists to refresh. [default: every added list]")
+    ] = None,
+    as_json: JsonOption = False,
+    timeout: TimeoutOption = 30.0,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Refresh your added lists: conditional requests; a copy that fails is never swapped in.
+
+    Exits 1 when any list failed to refresh (its last good copy stays in use).
+    """
+    from aidns.resolver.subscriptions import update_lists
+
+    try:
+        settings = command_settings(ctx, config, data_dir)
+        results = update_lists(settings, tuple(names or ()), timeout)
+    except AidnsError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps([result.as_json() for result in results], indent=2))
+    elif not results:
+        typer.echo("no added lists to update: see `aidns lists add --help`")
+    for result in results if not as_json else ():
+        line = f"{result.name}: {result.status}, {result.detail}"
+        if result.status == "updated" and result.previous is not None:
+            line += f" (was {result.previous})"
+        if result.status == "failed" and result.kept_from:
+            line += f" from {when(result.kept_from)}"
+        typer.echo(line)
+    if any(result.status == "failed" for result in results):
+        raise typer.Exit(1)
+
+
+@lists_app.command()
+def remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A list you added.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Delete a list from <data-dir>/lists/ (shipped lists can only be disabled)."""
+    from aidns.resolver.subscriptions import remove_list
+
+    try:
+        path = remove_list(command_settings(ctx, config, data_dir), name)
+    except AidnsError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"removed {name} ({path})")
