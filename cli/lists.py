@@ -44,12 +44,23 @@ def _fail(exc: AidnsError) -> typer.Exit:
 
 def command_settings(ctx: typer.Context, config: Path | None, data_dir: Path | None) -> Settings:
     """Settings for a command that needs no upstream: never reads the system's resolv.conf.
-    Options given before the subcommand (`aidns lists --data-dir D enable x`) count too."""
-    given = ctx.obj if isinstance(ctx.obj, dict) else {}
+    `--config`/`--data-dir` given before the subcommand (`aidns lists --data-dir D enable x`)
+    count too; a flag beats the environment wherever it stands."""
+
+    parent: Any = ctx.parent  # the `lists` group's context (typer's vendored click type)
+
+    def on_command_line(of: Any, name: str) -> bool:
+        source = of.get_parameter_source(name) if of is not None else None
+        return source is not None and source.name == "COMMANDLINE"
+
+    def pick(name: str, value: Path | None) -> Path | None:
+        if not on_command_line(ctx, name) and on_command_line(parent, name):
+            given: Path | None = parent.params[name]
+            return given
+        return value
+
     return load_settings(
-        config_path=config or given.get("config"),
-        data_dir=data_dir or given.get("data_dir"),
-        resolv_conf=(),
+        config_path=pick("config", config), data_dir=pick("data_dir", data_dir), resolv_conf=()
     )
 
 
@@ -61,7 +72,6 @@ def lists(
     data_dir: DataDirOption = None,
 ) -> None:
     """Every list: name, action, on or off (and who said so), entries, source, last update."""
-    ctx.obj = {"config": config, "data_dir": data_dir}
     if ctx.invoked_subcommand is not None:
         return
     from aidns.resolver.catalogue import list_infos
