@@ -27,6 +27,7 @@ from aidns.resolver.lists import (
     ListAction,
     Rule,
     list_files,
+    load_list,
     load_lists,
     normalize_domain,
     parse_switch,
@@ -216,13 +217,10 @@ class Switch:
 
 def set_list_enabled(settings: Settings, name: str, enabled: bool) -> Switch:
     """Record that a list is to be on or off; UnknownListError names the lists there are."""
-    lists, _ = load_lists(settings.list_dirs)
-    by_name = {domain_list.name: domain_list for domain_list in lists}
-    if name not in by_name:
-        raise UnknownListError(name, by_name)
+    chosen = _load_one(settings, name)
     with locked(settings.data_dir):
         state = read_state(settings.data_dir)
-        was, _ = enabled_and_why(by_name[name], settings, state)
+        was, _ = enabled_and_why(chosen, settings, state)
         enable = [n for n in state.enable if n != name]
         disable = [n for n in state.disable if n != name]
         (enable if enabled else disable).append(name)
@@ -345,11 +343,16 @@ def list_infos(settings: Settings) -> tuple[list[ListInfo], list[str]]:
 
 def show_list(settings: Settings, name: str) -> tuple[ListInfo, DomainList]:
     """One list, loaded, with its state; UnknownListError names the lists there are."""
-    lists, _ = load_lists(settings.list_dirs)
-    for domain_list in lists:
-        if domain_list.name == name:
-            return _info(domain_list, settings, read_state(settings.data_dir)), domain_list
-    raise UnknownListError(name, (d.name for d in lists))
+    chosen = _load_one(settings, name)
+    return _info(chosen, settings, read_state(settings.data_dir)), chosen
+
+
+def _load_one(settings: Settings, name: str) -> DomainList:
+    """Just the named list (the one that wins when two directories have it)."""
+    files = list_names(settings.list_dirs)
+    if name not in files:
+        raise UnknownListError(name, files)
+    return load_list(files[name])
 
 
 @dataclass(frozen=True, slots=True)

@@ -319,6 +319,8 @@ def _update_one(settings: Settings, name: str, path: Path, timeout_s: float) -> 
     have_copy = path.exists()
     temporary: Path | None = None
     try:
+        if not source:
+            raise FetchError(f"{source_path(path)} names no source; add the list again")
         if is_url(source):
             fetched = _fetch(
                 source,

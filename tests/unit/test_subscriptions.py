@@ -210,3 +210,15 @@ def test_remove(settings: Settings, site: ListServer) -> None:
         remove_list(settings, "jan")
     with pytest.raises(ConfigError, match="no list named 'ads'"):
         remove_list(settings, "ads")
+
+
+def test_a_sidecar_without_a_source_fails_that_list_only(
+    settings: Settings, site: ListServer
+) -> None:
+    add_list(settings, site.put("/ads.txt", HOSTS))
+    add_list(settings, site.put("/more.txt", "0.0.0.0 more.example\n"))
+    (lists_dir(settings) / "ads.source.json").write_text("{}")
+    results = {r.name: r for r in update_lists(settings)}
+    assert results["ads"].status == "failed" and "names no source" in results["ads"].detail
+    assert results["more"].status == "unchanged"
+    assert check_name(settings, "ads.example").verdict == "blocked"
