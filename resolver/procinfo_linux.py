@@ -369,7 +369,7 @@ class _Miss(Enum):
 class PidFinder:
     """Finds the process holding socket inode N by reading /proc/PID/fd links, likeliest first.
 
-    Order: the process last seen holding this inode; the 16 last matched processes at the fd
+    Order: the process last seen holding this inode; the 16 last matched processes at the fds
     that matched; processes first seen in the last 2 s, newest first; those 16 in full;
     processes of the socket's uid, newest first; then the rest, newest first. Newest means
     latest start time, not highest pid: pids wrap. `clock` is the clock of the deadlines too.
@@ -399,7 +399,9 @@ class PidFinder:
         self._started: dict[int, tuple[int, int]] = {}  # pid -> (start time in ticks, pid)
         self._uids: dict[int, int] = {}
         self._fd_names: dict[int, frozenset[str]] = {}
-        self._recent: OrderedDict[int, str] = OrderedDict()  # pid -> fd that last matched
+        # pid -> the last two fds that matched: a client that opens its next socket before
+        # closing the last one alternates between two fd numbers
+        self._recent: OrderedDict[int, tuple[str, ...]] = OrderedDict()
         self._sockets: OrderedDict[int, tuple[int, str]] = OrderedDict()  # inode -> pid, fd
         self._pid_max = _read_int(f"{self._proc}/sys/kernel/pid_max") or 4194304
         self._last_pid: int | None = None
@@ -416,9 +418,10 @@ class PidFinder:
         known = self._sockets.get(inode)
         if known is not None and self._holds(known[0], known[1], target):
             return self._found(known[0], known[1])
-        for pid, fd in reversed(self._recent.items()):
-            if self._holds(pid, fd, target):
-                return self._found(pid, fd)
+        for which in (0, 1):
+            for pid, fds in reversed(self._recent.items()):
+                if len(fds) > which and self._holds(pid, fds[which], target):
+                    return self._found(pid, fds[which])
         denied = False
         for pid in self._search_order(uid):
             found = self._scan(pid, target, deadline)
@@ -512,7 +515,8 @@ class PidFinder:
         self._recent.pop(pid, None)
 
     def _found(self, pid: int, fd: str) -> PidSearch:
-        self._recent[pid] = fd
+        before = self._recent.get(pid, ())
+        self._recent[pid] = (fd, before[0]) if before and before[0] != fd else (fd,)
         self._recent.move_to_end(pid)
         if len(self._recent) > self._recent_size:
             self._recent.popitem(last=False)

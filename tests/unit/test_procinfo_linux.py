@@ -531,6 +531,19 @@ def test_a_known_socket_and_recent_processes_are_checked_without_a_scan(proc: Fa
     assert finder.scanned == []
 
 
+def test_a_client_alternating_between_two_fds_is_found_without_a_scan(proc: FakeProc) -> None:
+    proc.add(100, sockets={5: 9001})
+    proc.add(200)
+    finder = PidFinder(proc.root, Clock())
+    assert finder.find(9001, None, FOREVER).pid == 100
+    proc.link(100, 6, 9002)  # the next socket is opened before the last one is closed
+    assert finder.find(9002, None, FOREVER).pid == 100
+    for inode, fd in ((9003, 5), (9004, 6), (9005, 5)):
+        proc.link(100, fd, inode)
+        assert finder.find(inode, None, FOREVER).pid == 100
+        assert finder.scanned == []
+
+
 def test_recently_matched_processes_are_scanned_before_old_ones(proc: FakeProc) -> None:
     for pid in (100, 200, 300, 400):
         proc.add(pid)
