@@ -217,7 +217,16 @@ class Switch:
 
 def set_list_enabled(settings: Settings, name: str, enabled: bool) -> Switch:
     """Record that a list is to be on or off; UnknownListError names the lists there are."""
-    chosen = _load_one(settings, name)
+    files = list_names(settings.list_dirs)
+    if name not in files:
+        raise UnknownListError(name, files)
+    path = files[name]
+    # Only a YAML list has a `default`; a text list, maybe of a million names, needn't load.
+    chosen = (
+        load_list(path)
+        if path.suffix.lower() in YAML_SUFFIXES
+        else DomainList(name, ListAction.BLOCK, str(path))
+    )
     with locked(settings.data_dir):
         state = read_state(settings.data_dir)
         was, _ = enabled_and_why(chosen, settings, state)
