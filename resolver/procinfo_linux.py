@@ -300,7 +300,7 @@ class ProcNetSockets:
     def _entries(self, table: str, local_port: int) -> Iterator[_Entry]:
         port_hex = f":{local_port:04X} "
         try:
-            with open(self._net / table, encoding="ascii", errors="replace") as rows:
+            with open(self._net / table, encoding="utf-8", errors="replace") as rows:
                 next(rows, None)
                 for row in rows:
                     if port_hex not in row:
@@ -620,9 +620,9 @@ def _read_tgid(proc: str, pid: int) -> int | None:
 def _may_read_all_processes(proc_root: Path) -> bool:
     """True with CAP_SYS_PTRACE (root usually has it); without, only our uid's fds are readable."""
     try:
-        with open(proc_root / "self" / "status", encoding="ascii") as status:
+        with open(proc_root / "self" / "status", "rb") as status:
             for line in status:
-                if line.startswith("CapEff:"):
+                if line.startswith(b"CapEff:"):
                     return bool(int(line.split()[1], 16) & (1 << CAP_SYS_PTRACE))
     except (OSError, ValueError, IndexError):
         pass

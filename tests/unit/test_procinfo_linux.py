@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import pwd
 import shutil
@@ -10,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,6 +250,57 @@ def test_only_the_uid_without_the_rights_to_see_other_users(
     ask.answer()
     assert info is not None and info.pid is None and info.name is None
     assert info.uid == os.getuid() and info.note is not None and "CAP_SYS_PTRACE" in info.note
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops from root to nobody in a child")
+def test_without_privileges_only_own_processes_are_named(
+    exchange: Callable[[str, str], Exchange],
+) -> None:
+    ask = exchange("127.0.0.1", "sendto")  # a root process holds this client socket
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            lookup = LinuxProcessLookup()
+            results: list[object] = [lookup.sees_all]
+            first = lookup.find(ask.transport, ask.server, ask.client)
+            results.append(dataclasses.asdict(first) if first else None)
+            lookup.sees_all = True  # try anyway: the kernel says no
+            info = lookup.find(ask.transport, ask.server, ask.client, 0.5)
+            results.append(dataclasses.asdict(info) if info else None)
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+            ):
+                server.bind(("127.0.0.1", 0))
+                client.sendto(b"q", server.getsockname())
+                _, peer = server.recvfrom(16)
+                mine = lookup.find(Transport.UDP, server.getsockname(), peer, 0.5)
+            results.append(dataclasses.asdict(mine) if mine else None)
+            os.write(write_end, json.dumps(results).encode())
+        except BaseException:
+            import traceback
+
+            os.write(write_end, json.dumps(traceback.format_exc()).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        data = reader.read()
+    os.waitpid(child, 0)
+    ask.answer()
+    reported: Any = json.loads(data)
+    assert isinstance(reported, list), reported
+    sees_all, shortcut, denied, own = reported
+    assert sees_all is False
+    assert (shortcut["pid"], shortcut["uid"], shortcut["user"]) == (None, 0, "root")
+    assert "CAP_SYS_PTRACE" in shortcut["note"]
+    assert denied["pid"] is None and denied["uid"] == 0 and "not readable" in denied["note"]
+    assert (own["pid"], own["uid"], own["user"]) == (child, 65534, pwd.getpwuid(65534).pw_name)
 
 
 # Idle processes holding many fds: one parent forks them, all exit when stdin closes.
