@@ -224,14 +224,14 @@ class Resolver:
             log.info("%s", line)
         log.info("%s", self.describe_lists())
         self.query_log.start()
-        await self.server.start()
-        remember_upstreams(self.settings)
         data_dir = self.settings.data_dir
         watched = [data_dir / RULES_NAME, data_dir / PAUSE_NAME, data_dir / "lists.state.yaml"]
         if self.settings.config_path is not None:
             watched.append(self.settings.config_path)
         reloader = Reloader(self.reload, watched, self.settings.list_dirs)
-        reloader.start()
+        reloader.start()  # before listening: a change right after start must not be missed
+        await self.server.start()
+        remember_upstreams(self.settings)
         status_task = asyncio.create_task(self._keep_status())
         pause_task = asyncio.create_task(self._expire_pause())
         try:
