@@ -12,6 +12,7 @@ from aidns.cli.lists import lists_app
 from aidns.cli.log import log, top, who
 from aidns.cli.rules import allow, block, pause, resume, rules, status, unblock
 from aidns.cli.serve import serve
+from aidns.cli.system import doctor, install, setup_dns_command, uninstall
 
 app = typer.Typer(
     name="aidns",
@@ -46,3 +47,7 @@ for command in (block, unblock, allow, rules, pause, resume, status):
 app.add_typer(lists_app)
 app.command()(check)
 app.add_typer(hosts_app)
+app.command()(install)
+app.command()(uninstall)
+app.command("setup-dns")(setup_dns_command)
+app.command()(doctor)

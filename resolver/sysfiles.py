@@ -46,6 +46,8 @@ def replace_file(
     except OSError as exc:
         raise AidnsError(f"cannot read {target}: {exc.strerror}") from None
     is_file = old is not None and stat.S_ISREG(old.st_mode)
+    if is_file and is_mount_point(target):
+        return _write_in_place(target, data)
     keep_mode = stat.S_IMODE(old.st_mode) if old is not None and is_file else mode
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.aidns.", dir=target.parent)
@@ -75,6 +77,27 @@ def replace_file(
         raise AidnsError(f"cannot write {target}: {exc.strerror}; it is unchanged") from None
     _sync_directory(target.parent)
     return "renamed"
+
+
+def is_mount_point(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> bool:
+    """Whether something is mounted on `path` itself, as a bind-mounted file often is."""
+    try:
+        text = mountinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return os.path.ismount(path)
+    wanted = str(path)
+    for line in text.splitlines():
+        fields = line.split()
+        # the mount point is field 5, with spaces and the like octal-escaped
+        if len(fields) > 4 and _unescape(fields[4]) == wanted:
+            return True
+    return False
+
+
+def _unescape(field: str) -> str:
+    if "\\" not in field:
+        return field
+    return field.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
 
 
 def _write_in_place(target: Path, data: bytes) -> str:
