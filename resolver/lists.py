@@ -228,7 +228,11 @@ _CHUNK_BYTES = 1 << 20
 _CLEAN_CHUNK = re.compile(rb"[a-z0-9_.\n-]*")
 _BAD_SEQUENCES = (b"..", b"\n.", b".\n", b"\n-", b"-\n", b".-", b"-.")
 _COMMENT_LINES = re.compile(rb"\n[ \t]*#[^\n]*")
-_HOSTS_PREFIXES = (b"\n0.0.0.0 ", b"\n127.0.0.1 ")
+_HOSTS_PREFIXES = tuple(
+    b"\n" + address + space
+    for address in (b"0.0.0.0", b"127.0.0.1", b"::", b"0")
+    for space in (b" ", b"\t")
+)
 _LOCAL_HINTS = (b"localhost", b"broadcasthost", b"ip6-", b"\nlocal\n")
 _BARE_ADDRESS = re.compile(rb"\n[0-9.]+\n")
 _LONGEST_LABEL = 63  # a name no longer than this can't be too long, nor have a too-long label
@@ -278,7 +282,7 @@ def _parse_chunk(
     anything else goes line by line."""
     body = _COMMENT_LINES.sub(b"", chunk) if b"#" in chunk else chunk
     hosts = 0
-    for prefix in _HOSTS_PREFIXES:
+    for prefix in _HOSTS_PREFIXES if b" " in body or b"\t" in body else ():
         if prefix in body:
             if prefix + b"\n" in body:  # an address without a name: let the slow path say so
                 return _parse_lines(chunk, first_line, domain_list)

@@ -297,3 +297,13 @@ def test_yaml_default_must_be_on_or_off(tmp_path: Path, default: str) -> None:
     path.write_text(f"name: odd\ndefault: {default}\ndomains: [a.example]\n")
     with pytest.raises(ListError, match="default"):
         load_list(path)
+
+
+@pytest.mark.parametrize("prefix", ["0.0.0.0 ", "127.0.0.1\t", ":: ", "0\t"])
+def test_clean_hosts_chunks_of_every_common_shape_are_exact(tmp_path: Path, prefix: str) -> None:
+    path = write(tmp_path / "clean.txt", *(f"{prefix}n{i}.example" for i in range(3000)))
+    loaded = load_text_list(path)
+    assert (loaded.skipped, len(loaded.exact_hashes), len(loaded.subtree_hashes)) == (0, 3000, 0)
+    matcher = DomainMatcher([loaded])
+    assert verdict(matcher, "n2999.example") == (Action.BLOCKED, "=n2999.example")
+    assert verdict(matcher, "sub.n2999.example") is None
