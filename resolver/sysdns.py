@@ -475,17 +475,16 @@ def setup_dns(
         report.say(f"upstreams: {decided}")
 
     befores = [FileState.of(path) for path, _ in files]
-    verb = "would " if dry_run else ""
     for (path, data), before in zip(files, befores, strict=True):
         if data is None:
             if before.kind == "absent":
-                report.say(f"{verb}create directory {path}")
+                report.say(f"{_verb('create', 'created', dry_run)} directory {path}")
             continue
-        report.say(f"{verb}write {path} (was {before.describe()}):")
+        report.say(f"{_verb('write', 'wrote', dry_run)} {path} (was {before.describe()}):")
         report.lines += [f"    | {line}" for line in data.decode("utf-8", "replace").splitlines()]
     for command in plan.commands:
         if machine.live or mode is Mode.MACOS:
-            report.say(f"{verb}run: {shell_line(command)}")
+            report.say(f"{_verb('run', 'ran', dry_run)}: {shell_line(command)}")
         else:
             report.say(f"not run under --root {machine.root}: {shell_line(command)}")
     if dry_run:
@@ -527,6 +526,10 @@ def _make_directory(path: Path) -> None:
         raise AidnsError(f"cannot create {path}: {exc.strerror}") from None
 
 
+def _verb(present: str, past: str, dry_run: bool) -> str:
+    return f"would {present}" if dry_run else past
+
+
 def _run_all(runner: Runner, commands: Sequence[Sequence[str]]) -> None:
     for command in commands:
         result = runner(tuple(command))
@@ -537,10 +540,9 @@ def _run_all(runner: Runner, commands: Sequence[Sequence[str]]) -> None:
 def _restore(
     record: dict[str, Any], machine: Machine, report: Report, dry_run: bool = False
 ) -> None:
-    verb = "would " if dry_run else ""
     for service, servers in record.get("macos", {}).items():
         command = ("networksetup", "-setdnsservers", service, *(servers or ["Empty"]))
-        report.say(f"{verb}run: {shell_line(command)}")
+        report.say(f"{_verb('run', 'ran', dry_run)}: {shell_line(command)}")
         if not dry_run:
             _run_all(machine.runner, [command])
     for entry in reversed(record.get("files", [])):
@@ -553,7 +555,7 @@ def _restore(
                     report.say(f"{path} changed since setup-dns; restoring it anyway")
         if before.kind == "dir":
             continue
-        report.say(f"{verb}restore {path} ({before.describe()})")
+        report.say(f"{_verb('restore', 'restored', dry_run)} {path} ({before.describe()})")
         if not dry_run:
             before.restore()
 
@@ -576,10 +578,9 @@ def revert_dns(
     _restore(record, machine, report, dry_run)
     live = Path(str(record.get("root", "/"))).resolve() == Path("/")
     undo = [tuple(command) for command in record.get("undo", [])]
-    verb = "would " if dry_run else ""
     for command in undo:
         if live or report.mode is Mode.MACOS:
-            report.say(f"{verb}run: {shell_line(command)}")
+            report.say(f"{_verb('run', 'ran', dry_run)}: {shell_line(command)}")
         else:
             report.say(f"not run under --root {record.get('root')}: {shell_line(command)}")
     if dry_run:
