@@ -475,6 +475,9 @@ def setup_dns(
         report.say(f"upstreams: {decided}")
 
     befores = [FileState.of(path) for path, _ in files]
+    if not dry_run:
+        for path in [directory, *(path for path, _ in files)]:
+            _check_writable(path)
     for (path, data), before in zip(files, befores, strict=True):
         if data is None:
             if before.kind == "absent":
@@ -519,6 +522,18 @@ def setup_dns(
     return report
 
 
+def _check_writable(path: Path) -> None:
+    """Refuse before changing anything when a file could not be written."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        raise AidnsError(
+            f"{path} cannot be changed by this user (uid {os.getuid()}), so nothing was: "
+            "run `sudo aidns setup-dns`"
+        )
+
+
 def _make_directory(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -539,12 +554,18 @@ def _run_all(runner: Runner, commands: Sequence[Sequence[str]]) -> None:
 
 def _restore(
     record: dict[str, Any], machine: Machine, report: Report, dry_run: bool = False
-) -> None:
+) -> list[str]:
+    """Put back each service and file; one that fails does not stop the rest. Returns what
+    failed."""
+    failed: list[str] = []
     for service, servers in record.get("macos", {}).items():
         command = ("networksetup", "-setdnsservers", service, *(servers or ["Empty"]))
         report.say(f"{_verb('run', 'ran', dry_run)}: {shell_line(command)}")
         if not dry_run:
-            _run_all(machine.runner, [command])
+            try:
+                _run_all(machine.runner, [command])
+            except AidnsError as exc:
+                failed.append(str(exc))
     for entry in reversed(record.get("files", [])):
         before = FileState.from_json(entry["before"])
         path = Path(before.path)
@@ -557,7 +578,11 @@ def _restore(
             continue
         report.say(f"{_verb('restore', 'restored', dry_run)} {path} ({before.describe()})")
         if not dry_run:
-            before.restore()
+            try:
+                before.restore()
+            except (AidnsError, OSError) as exc:
+                failed.append(str(exc))
+    return failed
 
 
 def revert_dns(
@@ -575,7 +600,12 @@ def revert_dns(
             f"setup-dns has not changed this system: there is no record in {record_path(directory)}"
         )
     report = Report(mode=Mode(str(record.get("mode"))))
-    _restore(record, machine, report, dry_run)
+    failed = _restore(record, machine, report, dry_run)
+    if failed:
+        raise AidnsError(
+            f"could not put everything back ({'; '.join(failed)}); the record stays in "
+            f"{record_path(directory)}: fix that, then run --revert again"
+        )
     live = Path(str(record.get("root", "/"))).resolve() == Path("/")
     undo = [tuple(command) for command in record.get("undo", [])]
     for command in undo:

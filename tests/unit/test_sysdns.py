@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -409,3 +413,29 @@ def test_cli_setup_and_revert(tmp_path: Path, config: Path) -> None:
     reverted = runner.invoke(app, ["setup-dns", "--revert", *common])
     assert reverted.exit_code == 0, reverted.output
     assert tree(root) == before
+
+
+def test_a_user_who_may_not_change_the_files_is_refused_before_anything_changes() -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the command as nobody")
+    shared = Path(tempfile.mkdtemp(prefix="aidns-sysdns-"))
+    try:
+        shared.chmod(0o755)
+        root = make_root(shared)
+        data = shared / "data"
+        data.mkdir()
+        os.chown(data, 65534, 65534)
+        (shared / "config.yaml").write_text("")
+        caps = ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *caps]
+        command += [sys.executable, "-c", "from aidns.cli.main import app; app()", "setup-dns"]
+        command += [f"--root={root}", f"--data-dir={data}", f"--config={shared / 'config.yaml'}"]
+        command += ["--force", "--listen=127.0.0.1:53"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2
+        assert "cannot be changed by this user (uid 65534)" in result.stderr
+        assert "sudo aidns setup-dns" in result.stderr and "Traceback" not in result.stderr
+        assert (root / "etc" / "resolv.conf").read_bytes() == PLAIN
+        assert not any(data.iterdir())
+    finally:
+        shutil.rmtree(shared)
