@@ -179,19 +179,22 @@ def _owners(inodes: set[int], proc_root: Path) -> dict[int, int]:
 
 
 def macos_holders(address: ListenAddress, machine: Machine) -> list[Holder]:
-    """The same on macOS, from lsof's field output."""
+    """The same on macOS, from lsof's field output; `ps` gives each one's command line (lsof
+    names aidns only as its interpreter)."""
     result = machine.runner(
         ("lsof", "-nP", "-w", f"-iUDP:{address.port}", f"-iTCP:{address.port}", "-FpcuLftPn")
     )
-    holders = {}
+    holders: dict[int, Holder] = {}
     for sock in parse_lsof_fields(result.stdout):
         if sock.local is None or sock.remote is not None or sock.local[1] != address.port:
             continue
         host = "::" if sock.local[0] == "*" else sock.local[0]
-        if host != "::" and not _covers(host, address.host):
+        if sock.pid in holders or not _covers(host, address.host):
             continue
+        ps = machine.runner(("ps", "-o", "command=", "-p", str(sock.pid)))
+        cmdline = ps.stdout.strip() if ps.ok else None
         transport = (sock.protocol or "").lower()
-        holders[sock.pid] = Holder(transport, sock.uid or 0, sock.pid, sock.command, sock.command)
+        holders[sock.pid] = Holder(transport, sock.uid or 0, sock.pid, sock.command, cmdline)
     return list(holders.values())
 
 
@@ -229,7 +232,22 @@ def check_listen(
             )
             continue
         mine = [h for h in holders if h.is_aidns]
-        others = [h for h in holders if not h.is_aidns]
+        hidden = [h for h in holders if h.pid is None]
+        others = [h for h in holders if not h.is_aidns and h.pid is not None]
+        if hidden and not mine and not others:
+            answer = probe(Nameserver(address.host, address.port))
+            who = hidden[0].describe()
+            if answer is not None:
+                checks.append(
+                    Check(
+                        Status.WARN,
+                        topic,
+                        f"{who} answers on {address} ({answer}); it may well be aidns",
+                        "run `sudo aidns doctor` to see which program it is",
+                    )
+                )
+                continue
+            others = hidden
         if others:
             who = ", ".join(h.describe() for h in others)
             checks.append(

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -108,15 +112,30 @@ def lsof_fixture(name: str) -> str:
 def test_macos_holders_from_recorded_lsof(
     fixture: str, port: int, host: str, pids: list[int]
 ) -> None:
-    """lsof output recorded on Linux, in the same -F format macOS's lsof prints."""
+    """lsof output recorded on Linux, in the same -F format macOS's lsof prints; ps is faked
+    with a fixed command line, as the recorded processes are gone."""
 
     def fake(argv: Sequence[str]) -> CommandResult:
+        if argv[0] == "ps":
+            assert argv[1:4] == ("-o", "command=", "-p")
+            return CommandResult(tuple(argv), 0, "/usr/sbin/dnsmasq --keep-in-foreground\n")
         assert argv[0] == "lsof" and f"-iUDP:{port}" in argv
         return CommandResult(tuple(argv), 0, lsof_fixture(fixture))
 
     holders = macos_holders(ListenAddress(host, port), Machine(Path("/"), "darwin", fake))
     assert sorted(h.pid for h in holders if h.pid) == pids
-    assert all(h.name == "dnsmasq" for h in holders)  # the python3 client is not a holder
+    assert all(h.name == "dnsmasq" and not h.is_aidns for h in holders)  # not the python3 client
+
+
+def test_macos_knows_aidns_by_its_command_line_from_ps() -> None:
+    def fake(argv: Sequence[str]) -> CommandResult:
+        if argv[0] == "ps":
+            line = "/opt/homebrew/opt/python@3.12/bin/python3.12 /opt/homebrew/bin/aidns serve\n"
+            return CommandResult(tuple(argv), 0, line)
+        return CommandResult(tuple(argv), 0, lsof_fixture("listen-bound.txt"))
+
+    (holder,) = macos_holders(ListenAddress("127.0.0.1", 5391), Machine(Path("/"), "darwin", fake))
+    assert holder.is_aidns and holder.describe() == "aidns (pid 32578)"
 
 
 def write_root(tmp_path: Path, resolv: str, files: dict[str, str] | None = None) -> Path:
@@ -314,3 +333,26 @@ def test_run_doctor_in_process(tmp_path: Path) -> None:
     topics = [check.topic for check in checks]
     assert topics[:3] == ["config", "listen 127.0.0.1:9", "system DNS"]
     assert topics[-3:] == ["lists", "query log", "attribution"]
+
+
+@pytest.mark.skipif(not dnsmasq.available(), reason="dnsmasq is not installed")
+def test_a_holder_this_user_cannot_see_is_not_called_a_squatter() -> None:
+    """doctor as nobody, next to a DNS server of root's: it answers, so it may be aidns."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run doctor as nobody")
+    shared = Path(tempfile.mkdtemp(prefix="aidns-doctor-"))
+    try:
+        shared.chmod(0o755)
+        (shared / "config.yaml").write_text("")
+        with dnsmasq.run_dnsmasq("--user=root", "--local=/#/") as port:
+            caps = ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *caps]
+            command += [sys.executable, "-c", "from aidns.cli.main import app; app()", "doctor"]
+            command += [f"--listen=127.0.0.1:{port}", "--upstream=127.0.0.1:9"]
+            command += [f"--config={shared / 'config.yaml'}", f"--data-dir={shared / 'data'}"]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        line = next(x for x in result.stdout.splitlines() if f"listen 127.0.0.1:{port}" in x)
+        assert line.startswith(f"warn  listen 127.0.0.1:{port}: a process of root"), line
+        assert "sudo aidns doctor" in line
+    finally:
+        shutil.rmtree(shared)
