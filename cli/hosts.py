@@ -59,9 +59,9 @@ def print_hosts(config: ConfigOption = None, data_dir: DataDirOption = None) -> 
         typer.echo(line)
 
 
-def _report(change: HostsChange, what: str, dry_run: bool) -> None:
+def _report(change: HostsChange, what: str, unchanged: str, dry_run: bool) -> None:
     if not change.changed:
-        typer.echo(f"{change.path}: {what} already; nothing changed")
+        typer.echo(f"{change.path}: {unchanged}; nothing changed")
         return
     verb = "would change" if dry_run else "changed"
     typer.echo(f"{change.path}: {verb}: {what}")
@@ -100,7 +100,8 @@ def apply(
     try:
         entries = _entries(config, data_dir)
         change = apply_hosts(path, entries, dry_run=dry_run)
-        _report(change, f"aidns block with {len(entries.names)} names", dry_run)
+        what = f"aidns block with {len(entries.names)} names"
+        _report(change, what, f"the {what} is there already", dry_run)
         if entries.process_scoped:
             typer.echo(
                 f"not in a hosts file: {len(entries.process_scoped)} rule(s) for some programs "
@@ -122,7 +123,7 @@ def remove(
     path = hosts_file or default_hosts_path()
     try:
         change = remove_hosts(path, dry_run=dry_run)
-        _report(change, "no aidns block" if not change.changed else "aidns block removed", dry_run)
+        _report(change, "aidns block removed", "there is no aidns block", dry_run)
         _flush(flush, change.changed, dry_run)
     except AidnsError as exc:
         raise _fail(exc) from None
