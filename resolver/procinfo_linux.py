@@ -34,7 +34,10 @@ INET_DIAG_BC_S_GE = 2
 INET_DIAG_BC_S_LE = 3
 INET_DIAG_NOCOOKIE = 0xFFFFFFFF
 ALL_STATES = 0xFFFFFFFF
+CAP_DAC_OVERRIDE = 1
+CAP_DAC_READ_SEARCH = 2
 CAP_SYS_PTRACE = 19
+NEEDS_PRIVILEGE = "visible only to root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _REQ_HEAD = struct.Struct("=BBBxI")  # family, protocol, extensions, states
@@ -618,12 +621,15 @@ def _read_tgid(proc: str, pid: int) -> int | None:
 
 
 def _may_read_all_processes(proc_root: Path) -> bool:
-    """True with CAP_SYS_PTRACE (root usually has it); without, only our uid's fds are readable."""
+    """True when we may list another user's /proc/PID/fd (CAP_DAC_READ_SEARCH or
+    CAP_DAC_OVERRIDE) and read its links (CAP_SYS_PTRACE); root usually has all three."""
     try:
         with open(proc_root / "self" / "status", "rb") as status:
             for line in status:
                 if line.startswith(b"CapEff:"):
-                    return bool(int(line.split()[1], 16) & (1 << CAP_SYS_PTRACE))
+                    effective = int(line.split()[1], 16)
+                    listing = (1 << CAP_DAC_READ_SEARCH) | (1 << CAP_DAC_OVERRIDE)
+                    return bool(effective & (1 << CAP_SYS_PTRACE)) and bool(effective & listing)
     except (OSError, ValueError, IndexError):
         pass
     return os.geteuid() == 0
@@ -664,7 +670,7 @@ class LinuxProcessLookup:
                 return None
             user = user_name(owner.uid)
             if not self.sees_all and owner.uid != self._euid:
-                note = "another user's process: visible only to root or with CAP_SYS_PTRACE"
+                note = f"another user's process: {NEEDS_PRIVILEGE}"
                 return ProcessInfo(None, None, uid=owner.uid, user=user, note=note)
             search = self.pids.find(owner.inode, owner.uid, deadline)
         finally:
@@ -673,7 +679,7 @@ class LinuxProcessLookup:
             if search.out_of_time:
                 note = f"process not found within {budget_s * 1000:g} ms"
             elif search.denied:
-                note = "process not readable: visible only to root or with CAP_SYS_PTRACE"
+                note = f"process not readable: {NEEDS_PRIVILEGE}"
             else:
                 note = "no visible process holds the socket (closed, or another pid namespace)"
             return ProcessInfo(None, None, uid=owner.uid, user=user, note=note)
