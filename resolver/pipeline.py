@@ -99,7 +99,8 @@ class Pipeline:
         if len(self._memo) >= MEMO_ENTRIES:
             self._older_memo = self._memo  # two generations: no per-entry eviction cost
             self._memo = {}
-        self._memo[query.raw[2:]] = _Memo(query, response[2:], query.reusable_until)
+        template = query.replay(b"", (), query.transport, 0.0)  # no packet, client or process
+        self._memo[query.raw[2:]] = _Memo(template, response[2:], query.reusable_until)
 
     def replay(
         self,

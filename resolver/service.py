@@ -30,7 +30,7 @@ from aidns.resolver.lists import (
     load_lists,
     normalize_domain,
 )
-from aidns.resolver.pipeline import Pipeline, Stats, default_stages
+from aidns.resolver.pipeline import Observer, Pipeline, Stats, default_stages
 from aidns.resolver.procinfo import (
     CATALOGUE_FILE,
     NullProcessLookup,
@@ -133,7 +133,10 @@ class Resolver:
             forwarding=ForwardingStage(self.pool, self.cache),
         )
         self.query_log = QueryLog(settings.data_dir / DB_NAME, settings.query_log)
-        self.pipeline = Pipeline(stages, final, observers=[self.stats, self.query_log])
+        observers: list[Observer] = [self.stats]
+        if settings.query_log.enabled or settings.query_log.jsonl:
+            observers.append(self.query_log)
+        self.pipeline = Pipeline(stages, final, observers=observers)
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp_idle_timeout_s)
         self.started_at = time.time()
         self.reloaded_at: float | None = None
