@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 import dnslib
 
-from aidns.resolver.query import Query
+from aidns.resolver.query import Decision, ProcessInfo, Query
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,6 @@ CREATE TABLE IF NOT EXISTS queries (
 );
 CREATE INDEX IF NOT EXISTS queries_ts ON queries(ts);
 CREATE INDEX IF NOT EXISTS queries_rname ON queries(rname, ts);
-CREATE INDEX IF NOT EXISTS queries_process ON queries(process, ts);
 """
 COLUMNS = (
     *(
@@ -101,7 +100,7 @@ class QueryLogConfig:
     days: float = 7.0
     max_rows: int = 1_000_000
     jsonl: str | None = None
-    window_entries: int = 50_000
+    window_entries: int = 20_000
     batch_interval_s: float = 1.0
     busy_timeout_s: float = 1.0
 
@@ -171,6 +170,20 @@ def _summarize_with_dnslib(response: bytes, limit: int = 200) -> str:
         parts.append(str(rr.rdata) if kind in ("A", "AAAA") else f"{kind} {rr.rdata}")
     text = " ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _process_fields(process: ProcessInfo | None) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """(pid .. user, note and relay) in COLUMNS order."""
+    if process is None:
+        return (None,) * 7, (None, None)
+    identity = (process.pid, process.name, process.exe, process.cmdline, process.tool)
+    return (*identity, process.uid, process.user), (process.note, 1 if process.relay else None)
+
+
+def _decision_fields(decision: Decision | None) -> tuple[Any, ...]:
+    if decision is None:
+        return ("error", None, None)
+    return (str(decision.action), decision.rule or None, decision.list_name or None)
 
 
 def connect(path: Path, *, readonly: bool = False, timeout_s: float = 5.0) -> sqlite3.Connection:
@@ -266,39 +279,34 @@ class QueryLog:
                 return
 
     def _rows(self, batch: Sequence[list[Any]]) -> Iterator[tuple[Any, ...]]:
+        """Rows in COLUMNS order; per-process and per-decision fields are built once a batch."""
+        processes: dict[int, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
+        decisions: dict[Any, tuple[Any, ...]] = {}
+        summaries = self._summaries
         for entry in batch:
             count, wall, latency_s, client, transport, process, qname, qtype, decision = entry[:9]
             response, question_end, upstream = entry[9:]
-            name = qname.decode("ascii", "backslashreplace")
+            fields = processes.get(id(process))
+            if fields is None:
+                fields = processes[id(process)] = _process_fields(process)
+            verdict = decisions.get(decision)
+            if verdict is None:
+                verdict = decisions[decision] = _decision_fields(decision)
             summary = ("", "")
             if response is not None:
-                tail = response[2:]
-                summary = self._summaries.get(tail) or self._summarize(tail, response, question_end)
+                key = response[3:4] + response[question_end:]  # the same for every sinkhole
+                summary = summaries.get(key) or self._summarize(key, response, question_end)
+            name = qname.decode("ascii", "backslashreplace")
             yield (
-                wall,
-                count,
-                str(client[0]) if client else None,
-                client[1] if client and len(client) > 1 else None,
-                str(transport),
-                process.pid if process else None,
-                process.name if process else None,
-                process.exe if process else None,
-                process.cmdline if process else None,
-                process.tool if process else None,
-                process.uid if process else None,
-                process.user if process else None,
-                name,
-                QTYPES.get(qtype, str(qtype)),
-                str(decision.action) if decision else "error",
-                decision.rule if decision else None,
-                decision.list_name if decision else None,
-                summary[0],
-                summary[1],
-                upstream,
-                round(latency_s * 1000, 3),
-                process.note if process else None,
-                1 if process and process.relay else None,
-                reversed_name(name),
+                (wall, count, str(client[0]) if client else None, client[1] if client else None)
+                + (str(transport),)
+                + fields[0]
+                + (name, QTYPES.get(qtype) or str(qtype))
+                + verdict
+                + summary
+                + (upstream, round(latency_s * 1000, 3))
+                + fields[1]
+                + (reversed_name(name),)
             )
 
     def _summarize(self, tail: bytes, response: bytes, question_end: int) -> tuple[str, str]:
