@@ -33,11 +33,13 @@ from typing import Any, TextIO
 
 import dnslib
 
+from aidns.resolver.lists import release_memory
 from aidns.resolver.query import Decision, ProcessInfo, Query
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "queries.db"
+RELEASE_AFTER_ROWS = 5000  # a batch this big leaves megabytes the heap would otherwise keep
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queries (
     id INTEGER PRIMARY KEY,
@@ -340,6 +342,9 @@ class QueryLog:
             self._fail(exc)
             return
         self.written += len(rows)
+        if len(rows) >= RELEASE_AFTER_ROWS:
+            del batch, rows
+            release_memory()
         if self._failing is not None:
             log.warning(
                 "query log %s is writable again; %d records were lost", self.path, self.dropped
