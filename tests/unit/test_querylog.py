@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -214,3 +216,37 @@ def test_reversed_names_make_subtrees_ranges() -> None:
         assert low <= reversed_name(inside) < high
     for outside in ("notsentry.io", "sentry.iot", "io"):
         assert not low <= reversed_name(outside) < high
+
+
+def test_full_disk_drops_then_recovers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        querylog = QueryLog(disk / "q.db", FAST)
+        querylog.start()
+        querylog(answered("first.example"))
+        wait_for(lambda: querylog.written == 1)
+        filler = disk / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as out:
+            while True:
+                out.write(b"\0" * 4096)
+                out.flush()
+        with caplog.at_level(logging.ERROR):
+            for i in range(300):
+                querylog(answered(f"n{i}.while-full.example"))
+            wait_for(lambda: querylog.dropped > 0)
+        assert any("full" in r.getMessage() for r in caplog.records)
+        filler.unlink()
+        querylog._retry_at = 0.0  # skip the back-off for the test
+        querylog(answered("after.example"))
+        wait_for(lambda: "after.example" in [r["name"] for r in rows(disk / "q.db")])
+        querylog.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
