@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from aidns.cli.errors import fail
 from aidns.cli.lists import JsonOption, command_settings
 from aidns.cli.serve import ConfigOption, DataDirOption
 from aidns.cli.table import when
@@ -30,8 +31,7 @@ def check(
     try:
         verdict = check_name(command_settings(ctx, config, data_dir), name)
     except AidnsError as exc:
-        typer.echo(f"aidns: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps(verdict.as_json(), indent=2))
     else:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from aidns.cli.errors import fail
 from aidns.cli.serve import ConfigOption, DataDirOption
 from aidns.resolver.config import load_settings
 from aidns.resolver.errors import AidnsError
@@ -39,11 +40,6 @@ FlushOption = Annotated[
 ]
 
 
-def _fail(exc: AidnsError) -> typer.Exit:
-    typer.echo(f"aidns: {exc}", err=True)
-    return typer.Exit(2)
-
-
 def _entries(config: Path | None, data_dir: Path | None) -> HostsEntries:
     return sinkhole_entries(load_settings(config_path=config, data_dir=data_dir))
 
@@ -54,7 +50,7 @@ def print_hosts(config: ConfigOption = None, data_dir: DataDirOption = None) -> 
     try:
         entries = _entries(config, data_dir)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     for line in hosts_lines(entries):
         typer.echo(line)
 
@@ -111,7 +107,7 @@ def apply(
             typer.echo(note, err=True)
         _flush(flush, change.changed, dry_run)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 def remove(
@@ -126,7 +122,7 @@ def remove(
         _report(change, "aidns block removed", "there is no aidns block", dry_run)
         _flush(flush, change.changed, dry_run)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 hosts_app.command("apply")(apply)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aidns.cli.errors import fail
 from aidns.cli.serve import ConfigOption, DataDirOption
 from aidns.cli.table import render, when
 from aidns.resolver.config import Settings, load_settings
@@ -35,11 +36,6 @@ lists_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _fail(exc: AidnsError) -> typer.Exit:
-    typer.echo(f"aidns: {exc}", err=True)
-    return typer.Exit(2)
 
 
 def command_settings(ctx: typer.Context, config: Path | None, data_dir: Path | None) -> Settings:
@@ -79,7 +75,7 @@ def lists(
     try:
         infos, problems = list_infos(command_settings(ctx, config, data_dir))
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         for problem in problems:
             if not any(problem.startswith(info.path) for info in infos):
@@ -121,7 +117,7 @@ def _switch(
         settings = command_settings(ctx, config, data)
         done = set_list_enabled(settings, name, enabled)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     state = "on" if done.enabled else "off"
     was = (
         "it already was"
@@ -170,7 +166,7 @@ def show(
     try:
         info, loaded = show_list(command_settings(ctx, config, data_dir), name)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     entries = [
         {
             "domain": rule.domain,
@@ -240,7 +236,7 @@ def add(
     try:
         done = add_list(command_settings(ctx, config, data_dir), source, name, action, timeout)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     loaded = done.loaded
     typer.echo(
         f"added {done.name}: {len(loaded)} entries, {'+'.join(map(str, loaded.actions()))}, "
@@ -273,7 +269,7 @@ def update(
         settings = command_settings(ctx, config, data_dir)
         results = update_lists(settings, tuple(names or ()), timeout)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps([result.as_json() for result in results], indent=2))
     elif not results:
@@ -302,5 +298,5 @@ def remove(
     try:
         path = remove_list(command_settings(ctx, config, data_dir), name)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     typer.echo(f"removed {name} ({path})")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aidns.cli.errors import fail
 from aidns.cli.serve import ConfigOption, DataDirOption
 from aidns.cli.table import render, when
 from aidns.resolver.config import resolve_data_dir
@@ -34,11 +35,6 @@ LOG_COLUMNS = [
 
 def _open(config: Any, data_dir: Any) -> QueryLogReader:
     return QueryLogReader(resolve_data_dir(config, data_dir) / DB_NAME)
-
-
-def _fail(exc: AidnsError) -> typer.Exit:
-    typer.echo(f"aidns: {exc}", err=True)
-    return typer.Exit(2)
 
 
 def _verdict_colour(row: dict[str, Any]) -> str | None:
@@ -92,7 +88,7 @@ def log(
         if follow:
             rows.reverse()  # like tail -f: oldest at the top, new rows appended below
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     fields = ["id", *COLUMNS]
     writer = csv.DictWriter(sys.stdout, fields, extrasaction="ignore") if as_csv else None
     if writer is not None:
@@ -130,7 +126,7 @@ def who(
         reader = _open(config, data_dir)
         rows = reader.who(name, parse_time(since, option="--since") if since else None)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -175,7 +171,7 @@ def top(
         reader = _open(config, data_dir)
         rows = reader.top(by, parse_time(since, option="--since") if since else None, limit)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aidns.cli.errors import fail
 from aidns.cli.serve import ConfigOption, DataDirOption
 from aidns.cli.table import render, when
 from aidns.resolver.config import load_settings, resolve_data_dir
@@ -33,6 +34,7 @@ from aidns.resolver.rules import (
     Change,
     UserRule,
     add_rules,
+    domain_argument,
     load_rules,
     plan_surgical,
     remove_rules,
@@ -41,11 +43,6 @@ from aidns.resolver.service import build_rules
 
 NoteOption = Annotated[str, typer.Option(help="Why: shown by `aidns rules`.")]
 DEFAULT_PAUSE = "5m"
-
-
-def _fail(exc: AidnsError) -> typer.Exit:
-    typer.echo(f"aidns: {exc}", err=True)
-    return typer.Exit(2)
 
 
 def _describe(rule: UserRule) -> str:
@@ -106,20 +103,14 @@ def block(
                 name, _seen_under(directory, name), process or (), exact_fallback=exact, note=note
             )
         else:
-            change = Change(added=[UserRule(_name(name), exact=exact, note=note)])
+            change = Change(added=[UserRule(domain_argument(name), exact=exact, note=note)])
         if change.added:
             with locked(directory):
                 done = add_rules(directory / RULES_NAME, change.added, dry_run=dry_run)
             change.added = done.added
-    except (AidnsError, ValueError) as exc:
-        raise _fail(exc if isinstance(exc, AidnsError) else ConfigError(str(exc))) from None
+    except AidnsError as exc:
+        raise fail(exc) from None
     _report(change, dry_run)
-
-
-def _name(text: str) -> str:
-    from aidns.resolver.lists import normalize_domain
-
-    return normalize_domain(text).decode()
 
 
 def unblock(
@@ -135,9 +126,9 @@ def unblock(
             change = remove_rules(directory / RULES_NAME, name, "block", dry_run=dry_run)
         _report(change, dry_run)
         settings = load_settings(config_path=config, data_dir=directory)
-        decision = build_rules(settings).matcher.decide(_name(name).encode())
-    except (AidnsError, ValueError) as exc:
-        raise _fail(exc if isinstance(exc, AidnsError) else ConfigError(str(exc))) from None
+        decision = build_rules(settings).matcher.decide(domain_argument(name).encode())
+    except AidnsError as exc:
+        raise fail(exc) from None
     by_list = decision is not None and not decision.list_name.startswith("rules:")
     if decision is not None and decision.action is Action.BLOCKED and by_list:
         typer.echo(
@@ -160,11 +151,11 @@ def allow(
     """Allow NAME (and below): this beats every list and every block rule."""
     try:
         directory = resolve_data_dir(config, data_dir)
-        rule = UserRule(_name(name), kind="allow", exact=exact, note=note)
+        rule = UserRule(domain_argument(name), kind="allow", exact=exact, note=note)
         with locked(directory):
             change = add_rules(directory / RULES_NAME, [rule], dry_run=dry_run)
-    except (AidnsError, ValueError) as exc:
-        raise _fail(exc if isinstance(exc, AidnsError) else ConfigError(str(exc))) from None
+    except AidnsError as exc:
+        raise fail(exc) from None
     _report(change, dry_run)
 
 
@@ -177,7 +168,7 @@ def rules(
     try:
         found = load_rules(resolve_data_dir(config, data_dir) / RULES_NAME)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     shown = [
         {
             "name": ("=" if r.exact else "") + r.name,
@@ -219,7 +210,7 @@ def pause(
         with locked(directory):
             write_atomic(directory / PAUSE_NAME, until + "\n")
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     typer.echo(f"blocking paused {text}")
 
 
@@ -230,7 +221,7 @@ def resume(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
         with locked(directory):
             (directory / PAUSE_NAME).unlink(missing_ok=True)
     except (AidnsError, OSError) as exc:
-        raise _fail(AidnsError(str(exc))) from None
+        raise fail(AidnsError(str(exc))) from None
     typer.echo("blocking resumed")
 
 
@@ -243,7 +234,7 @@ def status(
     try:
         directory = resolve_data_dir(config, data_dir)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     found = read_status(directory)
     running = bool(found) and process_alive(int(found.get("pid", 0))) if found else False
     paused = read_pause(directory)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from aidns.cli.errors import fail
 from aidns.resolver.errors import AidnsError
 
 ConfigOption = Annotated[
@@ -103,7 +104,6 @@ def serve(
         ensure_data_dir(settings.data_dir)
         asyncio.run(Resolver(settings, reload_settings=settings_now).run())
     except AidnsError as exc:
-        typer.echo(f"aidns: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(exc) from None
     except KeyboardInterrupt:
         pass

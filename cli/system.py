@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from aidns.cli.errors import fail
 from aidns.cli.serve import ConfigOption, DataDirOption
 from aidns.resolver.config import resolve_data_dir
 from aidns.resolver.doctor import healthy, run_doctor
@@ -34,11 +35,6 @@ UpstreamOption = Annotated[
 ]
 
 
-def _fail(exc: AidnsError) -> typer.Exit:
-    typer.echo(f"aidns: {exc}", err=True)
-    return typer.Exit(2)
-
-
 def install(
     root: RootOption = Path("/"),
     executable: Annotated[
@@ -52,7 +48,7 @@ def install(
         plan = plan_install(root, sys.platform, executable or find_executable())
         carry_out(plan, dry_run=dry_run, say=typer.echo)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 def uninstall(
@@ -76,7 +72,7 @@ def uninstall(
             )
         carry_out(plan_uninstall(root, sys.platform), dry_run=dry_run, say=typer.echo)
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 def setup_dns_command(
@@ -136,7 +132,7 @@ def setup_dns_command(
                 force=force,
             )
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     _print(report)
 
 
@@ -162,7 +158,7 @@ def doctor(
             upstream=upstream or (),
         )
     except AidnsError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     for check in checks:
         typer.echo(check.line())
     raise typer.Exit(0 if healthy(checks) else 1)

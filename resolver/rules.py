@@ -137,6 +137,14 @@ def _parse(entry: Any) -> UserRule:
     )
 
 
+def domain_argument(text: str) -> str:
+    """A name a person typed, normalized; ConfigError when it is not a domain name."""
+    try:
+        return normalize_domain(text).decode()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def save_rules(path: Path, rules: Sequence[UserRule]) -> None:
     body = yaml.safe_dump({"rules": [rule.as_yaml() for rule in rules]}, sort_keys=False)
     write_atomic(path, HEADER + body)
@@ -257,7 +265,7 @@ def remove_rules(
     path: Path, name: str, kind: str | None = None, *, dry_run: bool = False
 ) -> Change:
     """Remove every rule of the user's for exactly `name` (of `kind`, if given)."""
-    wanted = normalize_domain(name).decode()
+    wanted = domain_argument(name)
     rules = load_rules(path)
     change = Change(removed=[r for r in rules if r.name == wanted and kind in (None, r.kind)])
     if change.removed and not dry_run:
@@ -279,7 +287,7 @@ def plan_surgical(
     `relay`. Each name seen becomes an exact rule for the processes that asked, or for the
     `processes` given. Where the asker could not be seen, the rule falls back to everyone.
     """
-    domain = normalize_domain(name).decode()
+    domain = domain_argument(name)
     change = Change()
     names: dict[str, set[str]] = {}
     unattributed: set[str] = set()
