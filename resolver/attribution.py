@@ -18,7 +18,7 @@ import logging
 from typing import ClassVar
 
 from aidns.resolver.procinfo import ProcessLookup, ToolCatalogue
-from aidns.resolver.query import ProcessInfo, Query
+from aidns.resolver.query import ProcessInfo, Query, Transport
 
 log = logging.getLogger(__name__)
 REMEMBERED_CLIENTS = 4096
@@ -39,24 +39,23 @@ class AttributionStage:
         self.catalogue = catalogue
         self.budget_s = budget_s
         self.reuse_s = reuse_s
-        self._recent: dict[tuple[object, ...], tuple[float, ProcessInfo | None]] = {}
+        self._udp: dict[tuple[object, ...], tuple[float, ProcessInfo | None]] = {}
+        self._tcp: dict[tuple[object, ...], tuple[float, ProcessInfo | None]] = {}
         self.lookups = 0
         self.failures = 0
 
     def answer(self, query: Query) -> bool:
-        client = query.client
-        key = (query.transport, client[0], client[1])
+        key = query.client  # UDP and TCP sockets may share a port: one table each
+        recent = self._udp if query.transport is Transport.UDP else self._tcp
         now = query.received_at
-        seen = self._recent.get(key)
+        seen = recent.get(key)
         if seen is not None and now - seen[0] < self.reuse_s:
             query.process = seen[1]
             return False
         query.process = info = self._find(query)
-        if len(self._recent) >= REMEMBERED_CLIENTS:
-            self._recent = {k: v for k, v in self._recent.items() if now - v[0] < self.reuse_s}
-            if len(self._recent) >= REMEMBERED_CLIENTS:
-                self._recent.clear()
-        self._recent[key] = (now, info)
+        if len(recent) >= REMEMBERED_CLIENTS:
+            recent.clear()  # thousands of clients within a second: start afresh
+        recent[key] = (now, info)
         return False
 
     def _find(self, query: Query) -> ProcessInfo | None:
@@ -73,4 +72,5 @@ class AttributionStage:
         return info
 
     def forget(self) -> None:
-        self._recent.clear()
+        self._udp.clear()
+        self._tcp.clear()

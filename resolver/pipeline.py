@@ -44,14 +44,10 @@ Observer = Callable[[Query], None]
 
 
 class Stats:
-    """Counts since start, by verdict; read by `aidns status` once it exists."""
+    """Counts since start, by verdict, kept by the pipeline itself; read by `aidns status`."""
 
     def __init__(self) -> None:
         self.by_action: Counter[Action] = Counter()
-
-    def __call__(self, query: Query) -> None:
-        if query.decision is not None:
-            self.by_action[query.decision.action] += 1
 
     @property
     def queries(self) -> int:
@@ -81,6 +77,7 @@ class Pipeline:
         self.per_client_stages = tuple(stage for stage in stages if stage.per_client)
         self.final = final
         self.observers = list(observers)
+        self.stats = Stats()
         self._memo: dict[bytes, _Memo] = {}
         self._older_memo: dict[bytes, _Memo] = {}
 
@@ -149,6 +146,9 @@ class Pipeline:
         return query.response
 
     def finish(self, query: Query) -> None:
+        decision = query.decision
+        if decision is not None:
+            self.stats.by_action[decision.action] += 1
         for observer in self.observers:
             try:
                 observer(query)

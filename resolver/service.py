@@ -30,7 +30,7 @@ from aidns.resolver.lists import (
     load_lists,
     normalize_domain,
 )
-from aidns.resolver.pipeline import Observer, Pipeline, Stats, default_stages
+from aidns.resolver.pipeline import Observer, Pipeline, default_stages
 from aidns.resolver.procinfo import (
     CATALOGUE_FILE,
     NullProcessLookup,
@@ -111,7 +111,6 @@ class Resolver:
             timeout_s=settings.upstream_timeout_s,
             verify=str(settings.upstream_ca) if settings.upstream_ca else True,
         )
-        self.stats = Stats()
         self.access = AccessStage(settings.allow_nets)
         self.blocking = BlockingStage(self.rules.matcher, settings.block_response)
         self.process_rules = ProcessRulesStage(
@@ -133,10 +132,11 @@ class Resolver:
             forwarding=ForwardingStage(self.pool, self.cache),
         )
         self.query_log = QueryLog(settings.data_dir / DB_NAME, settings.query_log)
-        observers: list[Observer] = [self.stats]
+        observers: list[Observer] = []
         if settings.query_log.enabled or settings.query_log.jsonl:
             observers.append(self.query_log)
         self.pipeline = Pipeline(stages, final, observers=observers)
+        self.stats = self.pipeline.stats
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp_idle_timeout_s)
         self.started_at = time.time()
         self.reloaded_at: float | None = None
