@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.dnsmasq import DNSMASQ, dnsmasq_command
+
 from .netns import in_netns, namespace
 
-DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 LISTENING = re.compile(r"listening on (udp|tcp) (\S+):(\d+)$")
 
 
@@ -48,23 +48,15 @@ def start_dnsmasq(tmp_path: Path, *extra: str, host: str = "127.0.0.1") -> Dnsma
     for _attempt in range(5):
         port = free_port(host)
         process = subprocess.Popen(
-            [
-                DNSMASQ,
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                f"--listen-address={host}",
-                f"--port={port}",
-                "--pid-file=",
-                *(["--user=root"] if os.geteuid() == 0 else []),
+            dnsmasq_command(
+                port,
                 "--local-ttl=300",
                 "--address=/up.test/192.0.2.10",
                 "--address=/up.test/2001:db8::10",
                 "--local=/#/",
                 *extra,
-            ],
+                host=host,
+            ),
             stderr=subprocess.PIPE,
         )
         time.sleep(0.1)
@@ -175,20 +167,9 @@ def resolver_netns(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         upstream = subprocess.Popen(
             in_netns(
                 name,
-                [
-                    DNSMASQ,
-                    "--keep-in-foreground",
-                    "--conf-file=/dev/null",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--bind-interfaces",
-                    "--listen-address=127.0.0.1",
-                    f"--port={NETNS_UPSTREAM_PORT}",
-                    "--pid-file=",
-                    "--user=root",
-                    "--address=/up.test/127.0.0.1",
-                    "--local=/test/",
-                ],
+                dnsmasq_command(
+                    NETNS_UPSTREAM_PORT, "--address=/up.test/127.0.0.1", "--local=/test/"
+                ),
             ),
             stderr=subprocess.DEVNULL,
         )

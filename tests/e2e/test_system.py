@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import dnsmasq
+from tests.helpers.dnsmasq import dnsmasq_command
 
 from .conftest import DNSMASQ, aidns_command
 from .netns import NETNS_ETC, in_netns, namespace, run_in
@@ -57,10 +58,7 @@ def aidns(name: str | None, *args: str) -> subprocess.CompletedProcess[str]:
 def upstream_in(name: str) -> Iterator[None]:
     if not os.path.exists(DNSMASQ):
         pytest.skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
-    command = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv"]
-    command += ["--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1"]
-    command += [f"--port={UPSTREAM_PORT}", "--pid-file=", "--user=root"]
-    command += ["--address=/up.test/192.0.2.10", "--local=/#/"]
+    command = dnsmasq_command(UPSTREAM_PORT, "--address=/up.test/192.0.2.10", "--local=/#/")
     process = subprocess.Popen(in_netns(name, command), stderr=subprocess.DEVNULL)
     try:
         yield
@@ -193,19 +191,7 @@ def test_doctor_names_another_program_on_port_53(tmp_path: Path, config: Path) -
         squatter = subprocess.Popen(
             in_netns(
                 name,
-                [
-                    DNSMASQ,
-                    "--keep-in-foreground",
-                    "--conf-file=/dev/null",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--bind-interfaces",
-                    "--listen-address=127.0.0.1",
-                    "--port=53",
-                    "--pid-file=",
-                    "--user=root",
-                    "--local=/#/",
-                ],
+                dnsmasq_command(53, "--local=/#/"),
             ),
             stderr=subprocess.DEVNULL,
         )

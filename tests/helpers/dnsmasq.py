@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise OSError(f"no port free for both UDP and TCP on {host}")
 
 
+def dnsmasq_command(port: int, *options: str, host: str = "127.0.0.1") -> list[str]:
+    """dnsmasq in the foreground on host:port, with no config file, upstream or hosts file."""
+    command = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv"]
+    command += ["--no-hosts", "--bind-interfaces", f"--listen-address={host}", f"--port={port}"]
+    command += ["--pid-file=", *(["--user=root"] if os.geteuid() == 0 else []), *options]
+    return command
+
+
 @contextmanager
 def run_dnsmasq(*options: str, host: str = "127.0.0.1", ready_s: float = 5.0) -> Iterator[int]:
     """dnsmasq on host:PORT with no upstream servers and no config file; yields PORT.
@@ -39,9 +48,7 @@ def run_dnsmasq(*options: str, host: str = "127.0.0.1", ready_s: float = 5.0) ->
     with run_dnsmasq("--address=/example.test/192.0.2.1") as port: ...
     """
     port = free_port(host)
-    command = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv"]
-    command += ["--no-hosts", "--no-poll", "--bind-interfaces", f"--listen-address={host}"]
-    command += [f"--port={port}", "--pid-file=", "--log-facility=-", *options]
+    command = dnsmasq_command(port, "--no-poll", "--log-facility=-", *options, host=host)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_listening(process, host, port, ready_s)
