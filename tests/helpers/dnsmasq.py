@@ -37,7 +37,8 @@ def dnsmasq_command(port: int, *options: str, host: str = "127.0.0.1") -> list[s
     """dnsmasq in the foreground on host:port, with no config file, upstream or hosts file."""
     command = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv"]
     command += ["--no-hosts", "--bind-interfaces", f"--listen-address={host}", f"--port={port}"]
-    command += ["--pid-file=", *(["--user=root"] if os.geteuid() == 0 else []), *options]
+    as_root = os.geteuid() == 0 and not any(o.startswith("--user") for o in options)
+    command += ["--pid-file=", *(["--user=root"] if as_root else []), *options]
     return command
 
 
