@@ -205,7 +205,7 @@ def pause(
             if seconds <= 0:
                 raise ConfigError(f"DURATION: {duration!r} must be positive")
             deadline = time.time() + seconds
-            until = f"{deadline:.0f}"
+            until = f"{deadline:.3f}"
             text = f"until {time.strftime('%H:%M:%S', time.localtime(deadline))}"
         with locked(directory):
             write_atomic(directory / PAUSE_NAME, until + "\n")
