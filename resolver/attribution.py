@@ -51,11 +51,13 @@ class AttributionStage:
         seen = recent.get(key)
         if seen is not None and now - seen[0] < self.reuse_s:
             query.process = seen[1]
+            query.client_reusable_until = min(query.client_reusable_until, seen[0] + self.reuse_s)
             return False
         query.process = info = self._find(query)
         if len(recent) >= REMEMBERED_CLIENTS:
             recent.clear()  # thousands of clients within a second: start afresh
         recent[key] = (now, info)
+        query.client_reusable_until = min(query.client_reusable_until, now + self.reuse_s)
         return False
 
     def _find(self, query: Query) -> ProcessInfo | None:

@@ -9,9 +9,11 @@ handler per packet served about a quarter of the queries a plain socket loop did
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, Protocol
 
 from aidns.resolver.query import Action, Decision, Query, Rcode, Transport
 from aidns.resolver.replies import reply
@@ -23,7 +25,9 @@ class Stage(Protocol):
     """Answers a query by setting `response` and `decision` and returning True, or passes.
 
     A stage whose answer depends on who asks sets `per_client`; one whose answer holds for
-    every identical question for a while says so in `query.reusable_until`.
+    every identical question for a while says so in `query.reusable_until`. A per-client stage
+    whose verdict for one client socket holds only for a while lowers
+    `query.client_reusable_until`.
     """
 
     name: ClassVar[str]
@@ -40,7 +44,8 @@ class FinalStage(Protocol):
     async def resolve(self, query: Query) -> None: ...
 
 
-Observer = Callable[[Query], None]
+Observer = Callable[[Query, int], None]
+"""Told of each finished query, with how many identical ones it stands for."""
 
 
 class Stats:
@@ -48,6 +53,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.by_action: Counter[Action] = Counter()
+        self.lock = threading.Lock()
 
     @property
     def queries(self) -> int:
@@ -55,19 +61,46 @@ class Stats:
 
 
 MEMO_ENTRIES = 10000  # per generation
+REPEAT_ENTRIES = 20000
+REPEATS_PER_QUESTION = 64
+REPEAT_GRACE_S = 1.0  # a repeat is counted for this long after it stops matching
 
 
-class _Memo(NamedTuple):
-    query: Query
-    response_after_id: bytes
-    until: float
+class _Memo:
+    """An answer that holds for every client until `until`, and the clients seen repeating it."""
+
+    __slots__ = ("query", "repeats", "response_after_id", "until")
+
+    def __init__(self, query: Query, response_after_id: bytes, until: float) -> None:
+        self.query = query
+        self.response_after_id = response_after_id
+        self.until = until
+        self.repeats: dict[tuple[Any, ...], _Repeat] | None = None
+
+
+class _Repeat:
+    """One client socket asking one question again: answered and counted, nothing more.
+
+    Only the serving thread raises `count`; only `flush_repeats` moves `reported`.
+    """
+
+    __slots__ = ("count", "query", "reported", "response_after_id", "until")
+
+    def __init__(self, query: Query, response_after_id: bytes, until: float) -> None:
+        self.query = query
+        self.response_after_id = response_after_id
+        self.until = until
+        self.count = 0
+        self.reported = 0
 
 
 class Pipeline:
     """Runs the synchronous stages in order, then the final one; tells observers the outcome.
 
     An answer that holds for a while is remembered by the query's bytes after the ID, so an
-    identical packet skips parsing and matching: only the per-client stages run again.
+    identical packet skips parsing and matching: only the per-client stages run again. When
+    those said their verdict holds for that client socket a while longer, a third identical
+    packet from it is only answered and counted; `flush_repeats` reports the counts.
     """
 
     def __init__(
@@ -80,6 +113,8 @@ class Pipeline:
         self.stats = Stats()
         self._memo: dict[bytes, _Memo] = {}
         self._older_memo: dict[bytes, _Memo] = {}
+        self._repeats: list[_Repeat] = []
+        self._repeats_lock = threading.Lock()
 
     def answer_now(self, query: Query) -> bytes | None:
         """The response if a stage could answer without waiting, else None: call `answer_later`."""
@@ -100,14 +135,9 @@ class Pipeline:
         self._memo[query.raw[2:]] = _Memo(template, response[2:], query.reusable_until)
 
     def replay(
-        self,
-        raw: bytes,
-        client: tuple[Any, ...],
-        transport: Transport,
-        now: float,
-        server: tuple[Any, ...] = (),
+        self, raw: bytes, client: tuple[Any, ...], now: float, server: tuple[Any, ...] = ()
     ) -> bytes | None:
-        """The answer to a packet seen before, if it still holds; None means parse and ask."""
+        """The answer to a UDP packet seen before, if it still holds; None means parse and ask."""
         key = raw[2:]
         memo = self._memo.get(key)
         if memo is None:
@@ -117,14 +147,50 @@ class Pipeline:
             self._memo[key] = memo
         if memo.until <= now:
             return None
-        query = memo.query.replay(raw, client, transport, now, server)
+        repeats = memo.repeats
+        if repeats is not None:
+            repeat = repeats.get(client)
+            if repeat is not None and repeat.until > now:
+                repeat.count += 1
+                return raw[:2] + repeat.response_after_id
+        query = memo.query.replay(raw, client, Transport.UDP, now, server)
+        query.client_reusable_until = memo.until
         for stage in self.per_client_stages:
             if stage.answer(query):
-                self.finish(query)
-                return query.response
-        query.response = response = raw[:2] + memo.response_after_id
+                break
+        else:
+            query.response = raw[:2] + memo.response_after_id
         self.finish(query)
-        return response
+        if query.client_reusable_until > now:
+            self._add_repeat(memo, client, query)
+        return query.response
+
+    def _add_repeat(self, memo: _Memo, client: tuple[Any, ...], query: Query) -> None:
+        response = query.response
+        if response is None or len(self._repeats) >= REPEAT_ENTRIES:
+            return
+        if memo.repeats is None or len(memo.repeats) >= REPEATS_PER_QUESTION:
+            memo.repeats = {}
+        repeat = _Repeat(query, response[2:], query.client_reusable_until)
+        with self._repeats_lock:
+            self._repeats.append(repeat)
+        memo.repeats[client] = repeat
+
+    def flush_repeats(self, now: float | None = None) -> None:
+        """Report the repeats counted since the last call to the stats and the observers."""
+        now = time.monotonic() if now is None else now
+        with self._repeats_lock:
+            repeats, self._repeats = self._repeats, []
+        kept = []
+        for repeat in repeats:
+            count = repeat.count
+            if count > repeat.reported:
+                self._report(repeat.query, count - repeat.reported)
+                repeat.reported = count
+            if repeat.until + REPEAT_GRACE_S > now:
+                kept.append(repeat)
+        with self._repeats_lock:
+            self._repeats[:0] = kept
 
     def forget(self) -> None:
         """Drop remembered answers: call after any change to rules or blocking."""
@@ -146,12 +212,17 @@ class Pipeline:
         return query.response
 
     def finish(self, query: Query) -> None:
+        query.answered_at = time.monotonic()
+        self._report(query, 1)
+
+    def _report(self, query: Query, count: int) -> None:
         decision = query.decision
         if decision is not None:
-            self.stats.by_action[decision.action] += 1
+            with self.stats.lock:
+                self.stats.by_action[decision.action] += count
         for observer in self.observers:
             try:
-                observer(query)
+                observer(query, count)
             except Exception:
                 log.exception("observer %r failed", observer)
 

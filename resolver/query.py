@@ -78,7 +78,9 @@ class Query:
     """One client question, decoded only as far as the hot path needs."""
 
     __slots__ = (
+        "answered_at",
         "client",
+        "client_reusable_until",
         "decision",
         "edns_flags",
         "process",
@@ -114,6 +116,8 @@ class Query:
         self.response: bytes | None = None
         self.upstream: str | None = None
         self.reusable_until = 0.0
+        self.client_reusable_until = 0.0
+        self.answered_at = 0.0
         self.qname, self.question_end = _read_question_name(raw)
         self.qtype, self.qclass = _TYPE_CLASS.unpack_from(raw, self.question_end - 4)
         self.edns_flags, self.udp_size = _read_edns(raw, self.question_end)
@@ -138,6 +142,8 @@ class Query:
         query.response = None
         query.upstream = None
         query.reusable_until = 0.0
+        query.client_reusable_until = 0.0
+        query.answered_at = 0.0
         query.qname = self.qname
         query.question_end = self.question_end
         query.qtype = self.qtype

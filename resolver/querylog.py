@@ -220,7 +220,7 @@ class QueryLog:
         self._last_retention = -math.inf
         self._summaries: dict[bytes, tuple[str, str]] = {}
 
-    def __call__(self, query: Query) -> None:
+    def __call__(self, query: Query, count: int = 1) -> None:
         process = query.process
         decision = query.decision
         key = (
@@ -232,15 +232,15 @@ class QueryLog:
         )
         entry = self._window.get(key)
         if entry is not None:
-            entry[0] += 1
+            entry[0] += count
             return
         if len(self._window) >= self.config.window_entries:
-            self.dropped += 1
+            self.dropped += count
             return
         self._window[key] = [
-            1,
+            count,
             time.time(),
-            time.monotonic() - query.received_at,
+            (query.answered_at or time.monotonic()) - query.received_at,
             query.client,
             query.transport,
             process,

@@ -157,14 +157,17 @@ class DnsServer:
                 continue
             now = clock()
             try:
-                response = replay(data, client, Transport.UDP, now, local)
+                response = replay(data, client, now, local)
             except Exception:
                 self._log_unexpected("answering a repeated question")
                 response = None
             if response is not None:
                 if len(response) > PLAIN_UDP_SIZE:
                     response = fit_udp(Query(data, client, Transport.UDP, now, local), response)
-                _send_quietly(send, response, client)
+                try:
+                    send(response, client)
+                except OSError as exc:
+                    log.debug("could not answer %s: %s", client, exc)
                 continue
             try:
                 query = Query(data, client, Transport.UDP, now, local)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import time
@@ -238,19 +239,26 @@ class Resolver:
         remember_upstreams(self.settings)
         status_task = asyncio.create_task(self._keep_status())
         pause_task = asyncio.create_task(self._expire_pause())
+        repeats_task = asyncio.create_task(self._flush_repeats())
         try:
             await stop.wait()
         finally:
             log.info("stopping")
             reloader.stop()
-            for task in (status_task, pause_task):
+            for task in (status_task, pause_task, repeats_task):
                 task.cancel()
-            await asyncio.gather(status_task, pause_task, return_exceptions=True)
+            await asyncio.gather(status_task, pause_task, repeats_task, return_exceptions=True)
             await self.server.stop()
+            self.pipeline.flush_repeats(now=math.inf)
             await self.pool.aclose()
             await asyncio.to_thread(self.query_log.stop)
             self._write_status()
             log.info("stopped after %d queries", self.stats.queries)
+
+    async def _flush_repeats(self, every_s: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            self.pipeline.flush_repeats()
 
     async def _expire_pause(self) -> None:
         """A timed pause ends by itself: drop remembered answers when it does."""

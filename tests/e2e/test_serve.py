@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import struct
@@ -208,3 +209,36 @@ def test_bad_list_is_reported_and_the_rest_still_blocks(tmp_path: Path, dnsmasq:
     log = "\n".join(server.log)
     assert f"{lists / 'broken.yaml'}:" in log
     assert f"{lists / 'good.txt'}:2: not a domain name" in log
+
+
+def test_a_flood_from_one_socket_is_answered_and_every_query_counted(aidns: Aidns) -> None:
+    # from the third identical packet on, a socket's repeats are only answered and counted;
+    # the counts reach the log and the status within about a second
+    query = dns.message.make_query("flood.blocked.test", "A")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.bind(("127.0.0.1", 0))
+        flood_port = sock.getsockname()[1]
+        for query_id in range(300):
+            query.id = query_id
+            sock.sendto(query.to_wire(), ("127.0.0.1", aidns.port()))
+            answer = dns.message.from_wire(sock.recv(512))
+            assert answer.id == query_id and addresses(answer) == ["0.0.0.0"]
+    assert addresses(ask(aidns, "flood.blocked.test")) == ["0.0.0.0"]  # another socket
+    log_command = aidns_command(
+        "log", "--json", "--domain=flood.blocked.test", f"--data-dir={aidns.data_dir}"
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run(log_command, capture_output=True, text=True, check=True).stdout
+        rows = [json.loads(line) for line in out.splitlines()]
+        status = json.loads((aidns.data_dir / "status.json").read_text())
+        blocked = status["by_verdict"].get("blocked", 0)
+        if sum(row["count"] for row in rows) >= 301 and blocked >= 301:
+            break
+        assert time.monotonic() < deadline, (rows, status)
+        time.sleep(0.2)
+    assert sum(row["count"] for row in rows) == 301
+    assert {row["verdict"] for row in rows} == {"blocked"}
+    assert sum(row["count"] for row in rows if row["client_port"] == flood_port) == 300
+    assert all(row["latency_ms"] < 1000 for row in rows)

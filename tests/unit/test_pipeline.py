@@ -1,0 +1,167 @@
+"""The pipeline's remembered answers and repeats, with the real stages in their real order."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, ClassVar
+
+from aidns.resolver.access import AccessStage
+from aidns.resolver.attribution import AttributionStage
+from aidns.resolver.blocking import BlockingStage
+from aidns.resolver.caching import AnswerCache, CacheConfig, CachingStage
+from aidns.resolver.forwarding import ForwardingStage
+from aidns.resolver.lists import DomainList, DomainMatcher, ListAction, Rule
+from aidns.resolver.pipeline import Pipeline, default_stages
+from aidns.resolver.procinfo import NullProcessLookup
+from aidns.resolver.query import Action, Query, Transport
+from aidns.resolver.replies import BlockResponse
+from aidns.resolver.upstream import UpstreamPool, parse_upstream
+
+from .helpers import make_wire
+
+CLIENT = ("127.0.0.1", 40000)
+OTHER_PORT = ("127.0.0.1", 40001)
+
+
+class CountingStage:
+    """A per-client stage that passes, counting how often it ran."""
+
+    name: ClassVar[str] = "counting"
+    per_client: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def answer(self, query: Query) -> bool:
+        self.runs += 1
+        return False
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Action | None, int, float]] = []
+
+    def __call__(self, query: Query, count: int) -> None:
+        action = query.decision.action if query.decision else None
+        self.seen.append((query.name, action, count, query.answered_at - query.received_at))
+
+    def total(self, name: str) -> int:
+        return sum(count for seen_name, _, count, _ in self.seen if seen_name == name)
+
+
+def build(
+    blocked: str = "sentry.io", reuse_s: float = 1.0
+) -> tuple[Pipeline, CountingStage, AttributionStage, BlockingStage, Recorder]:
+    rules = DomainList("test", ListAction.BLOCK, "test")
+    rules.rules.append(Rule(blocked, ListAction.BLOCK, "test"))
+    blocking = BlockingStage(DomainMatcher([rules]), BlockResponse())
+    attribution = AttributionStage(NullProcessLookup(), reuse_s=reuse_s)
+    counting = CountingStage()
+    cache = AnswerCache(CacheConfig())
+    pool = UpstreamPool([parse_upstream("127.0.0.1:9")], timeout_s=0.1)
+    stages, final = default_stages(
+        access=AccessStage(),
+        attribution=attribution,
+        process_rules=counting,
+        blocking=blocking,
+        caching=CachingStage(cache),
+        forwarding=ForwardingStage(pool, cache),
+    )
+    recorder = Recorder()
+    return Pipeline(stages, final, [recorder]), counting, attribution, blocking, recorder
+
+
+def ask(
+    pipeline: Pipeline, wire: bytes, query_id: int, now: float, client: Any = CLIENT
+) -> bytes | None:
+    """What the UDP thread does: replay, else parse and answer now."""
+    raw = query_id.to_bytes(2, "big") + wire[2:]
+    response = pipeline.replay(raw, client, now)
+    if response is None:
+        response = pipeline.answer_now(Query(raw, client, Transport.UDP, now))
+    return response
+
+
+def test_a_repeat_is_answered_with_its_own_id_and_counted_once_flushed() -> None:
+    pipeline, counting, attribution, _, recorder = build()
+    wire = make_wire("o1.ingest.sentry.io")
+    start = time.monotonic()
+    responses = [ask(pipeline, wire, query_id, start + query_id / 1e5) for query_id in range(50)]
+    assert all(r is not None and r[:2] == i.to_bytes(2, "big") for i, r in enumerate(responses))
+    assert len({r[2:] for r in responses if r}) == 1
+    # parsed once, replayed through the per-client stages once, then only counted
+    assert counting.runs == 2
+    assert attribution.lookups == 1
+    assert recorder.total("o1.ingest.sentry.io") == 2
+    assert pipeline.stats.queries == 2
+    pipeline.flush_repeats(now=start + 0.1)
+    assert recorder.total("o1.ingest.sentry.io") == 50
+    assert pipeline.stats.by_action[Action.BLOCKED] == 50
+    assert recorder.seen[-1][1:3] == (Action.BLOCKED, 48)
+    assert 0 <= recorder.seen[-1][3] < 0.5  # the latency of the answer, not the age of the count
+    pipeline.flush_repeats(now=start + 0.2)
+    assert pipeline.stats.queries == 50  # nothing counted twice
+
+
+def test_another_client_port_runs_the_per_client_stages_again() -> None:
+    pipeline, counting, attribution, _, _ = build()
+    wire = make_wire("sentry.io")
+    for query_id in range(3):
+        ask(pipeline, wire, query_id, now=1.0)
+    assert counting.runs == 2
+    ask(pipeline, wire, 7, now=1.0, client=OTHER_PORT)
+    assert counting.runs == 3
+    assert attribution.lookups == 2
+
+
+def test_a_repeat_lasts_only_as_long_as_the_attribution_holds() -> None:
+    pipeline, counting, attribution, _, recorder = build(reuse_s=1.0)
+    wire = make_wire("sentry.io")
+    for query_id, now in enumerate([5.0, 5.1, 5.2, 5.9, 6.01, 6.02, 6.5]):
+        ask(pipeline, wire, query_id, now)
+    # 5.0 parsed, 5.1 replayed, 5.2 and 5.9 repeats; at 6.01 the socket's process is looked up
+    # again, and 6.02 and 6.5 repeat that
+    assert attribution.lookups == 2
+    assert counting.runs == 3
+    pipeline.flush_repeats(now=math.inf)
+    assert recorder.total("sentry.io") == 7
+
+
+def test_forget_ends_repeats_at_once_and_keeps_their_counts() -> None:
+    pipeline, _, _, blocking, recorder = build()
+    wire = make_wire("sentry.io")
+    for query_id in range(4):
+        ask(pipeline, wire, query_id, now=1.0)
+    blocking.matcher = DomainMatcher([])
+    pipeline.forget()
+    # no longer blocked: the next one goes to forwarding instead of repeating the sinkhole
+    assert pipeline.replay(b"\x00\x09" + wire[2:], CLIENT, 1.0) is None
+    pipeline.flush_repeats(now=1.0)
+    assert recorder.total("sentry.io") == 4
+
+
+def test_a_flush_while_repeats_arrive_loses_none() -> None:
+    pipeline, _, _, _, recorder = build()
+    wire = make_wire("sentry.io")
+    for query_id in range(1000):
+        ask(pipeline, wire, query_id, now=1.0)
+        if query_id % 7 == 0:
+            pipeline.flush_repeats(now=1.0)
+    pipeline.flush_repeats(now=math.inf)
+    assert recorder.total("sentry.io") == 1000
+    assert pipeline.stats.queries == 1000
+
+
+def test_a_stage_that_answers_for_one_client_is_repeated_too() -> None:
+    pipeline, _, _, _, recorder = build()
+    wire = make_wire("sentry.io")
+    ask(pipeline, wire, 1, now=1.0)
+    stranger = ("192.0.2.7", 5353)
+    answers = [ask(pipeline, wire, query_id, now=1.0, client=stranger) for query_id in range(5)]
+    assert all(a is not None and a[3] & 0xF == 5 for a in answers)  # only loopback is served
+    pipeline.flush_repeats(now=math.inf)
+    assert [s[1:3] for s in recorder.seen if s[1] is Action.REFUSED] == [
+        (Action.REFUSED, 1),
+        (Action.REFUSED, 4),
+    ]
