@@ -8,11 +8,12 @@ Run from the checkout, with aidns installed (`pip install -e .`), dnsmasq-base a
 Everything stays on 127.0.0.1. In a temporary directory the script writes a deterministic
 blocklist in two forms (`lists/million.txt` for aidns, `address=/name/0.0.0.0` lines for
 dnsmasq: both block the name and every name below it), starts a dnsmasq that plays the
-upstream (names under `cached.bench` resolve, TTL 3600 s), and then measures each server in
-turn, never both at once: the server pinned to core 0, dnsperf to core 1. Per server it
-records the time from process start to the first sinkhole answer, VmRSS after loading and
-after the load rounds, and the median queries/second of `--rounds` dnsperf runs for blocked
-names and for cached forwarded names. Child processes are stopped by PID on every exit path.
+upstream (names under `cached.bench` resolve, TTL 3600 s), and starts both servers on core 0.
+dnsperf, on core 1, then loads one server at a time, alternating between them round by
+round, so that a slow spell of a shared machine falls on both. Per server it records the
+time from process start to the first sinkhole answer, VmRSS after loading and after the load
+rounds, and the median queries/second of `--rounds` dnsperf runs for blocked names and for
+cached forwarded names. Child processes are stopped by PID on every exit path.
 """
 
 from __future__ import annotations
@@ -356,40 +357,58 @@ class Bench:
         finally:
             self.children.stop(child)
 
-    def measure(self, label: str, command: list[str], port: int) -> ServerResult:
+    def start(self, label: str, command: list[str], port: int) -> Server:
+        """Start a server, time its first answer, read its RSS and warm its cache."""
         result = ServerResult(label, command)
         self.progress(f"{label}: starting")
         child = self.children.start(label, command, self.workdir / f"{label}.log")
-        try:
-            result.first_answer_s = wait_first_answer(child, port, self.names[len(self.names) // 2])
-            result.rss_loaded_kib = memory_kib(child.pid)["VmRSS"]
-            self.progress(
-                f"{label}: first answer after {result.first_answer_s:.3f} s, "
-                f"RSS {result.rss_loaded_kib / 1024:.1f} MiB"
-            )
-            self.check_answers(label, port)
-            for _ in range(2):  # the second pass should need no upstream at all
-                dnsperf(port, self.cached_file, 0, 1, 20, once=True)
-            for round_index in range(self.rounds):
-                for kind, query_file, runs in (
-                    ("blocked", self.blocked_file, result.blocked),
-                    ("cached", self.cached_file, result.cached),
-                ):
+        result.first_answer_s = wait_first_answer(child, port, self.names[len(self.names) // 2])
+        result.rss_loaded_kib = memory_kib(child.pid)["VmRSS"]
+        self.progress(
+            f"{label}: first answer after {result.first_answer_s:.3f} s, "
+            f"RSS {result.rss_loaded_kib / 1024:.1f} MiB"
+        )
+        self.check_answers(label, port)
+        for _ in range(2):  # the second pass should need no upstream at all
+            dnsperf(port, self.cached_file, 0, 1, 20, once=True)
+        return Server(child, result, port)
+
+    def load_rounds(self, servers: Sequence[Server]) -> None:
+        """Every round puts each server under load in turn, one at a time, so that a slow
+        spell of a shared machine falls on both rather than on whichever ran then."""
+        for round_index in range(self.rounds):
+            for kind, query_file in (("blocked", self.blocked_file), ("cached", self.cached_file)):
+                for server in servers:
                     run = dnsperf(
-                        port, query_file, self.seconds, self.clients, self.outstanding, once=False
+                        server.port,
+                        query_file,
+                        self.seconds,
+                        self.clients,
+                        self.outstanding,
+                        once=False,
                     )
+                    runs = server.result.blocked if kind == "blocked" else server.result.cached
                     runs.append(run)
                     self.progress(
-                        f"{label}: round {round_index + 1} {kind}: {run.qps:,.0f} q/s, "
-                        f"{run.lost_pct:.2f}% lost"
+                        f"{server.result.name}: round {round_index + 1} {kind}: "
+                        f"{run.qps:,.0f} q/s, {run.lost_pct:.2f}% lost"
                     )
-            if child.process.poll() is not None:
-                raise RuntimeError(f"{label} died during the rounds:\n{child.log_tail()}")
-            memory = memory_kib(child.pid)
-            result.rss_after_kib, result.peak_rss_kib = memory["VmRSS"], memory["VmHWM"]
-        finally:
-            self.children.stop(child)
+
+    def finish(self, server: Server) -> ServerResult:
+        child, result = server.child, server.result
+        if child.process.poll() is not None:
+            raise RuntimeError(f"{result.name} died during the rounds:\n{child.log_tail()}")
+        memory = memory_kib(child.pid)
+        result.rss_after_kib, result.peak_rss_kib = memory["VmRSS"], memory["VmHWM"]
+        self.children.stop(child)
         return result
+
+
+@dataclass
+class Server:
+    child: Child
+    result: ServerResult
+    port: int
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -752,11 +771,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=progress,
             )
             port = free_port()
-            peer = bench.measure(
+            peer_server = bench.start(
                 "dnsmasq",
                 peer_command(port, f"--conf-file={tmp / 'dnsmasq-million.conf'}", upstream_port),
                 port,
             )
+            port = free_port()
+            command = aidns_command(executable, port, tmp / "data", config, upstream_port)
+            aidns_server = bench.start("aidns", command, port)
+            bench.load_rounds([aidns_server, peer_server])
+            aidns = bench.finish(aidns_server)
+            peer = bench.finish(peer_server)
             if args.also_hosts:
                 write_lines(tmp / "million.hosts", names, "0.0.0.0 {}")
                 port = free_port()
@@ -764,9 +789,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hosts_start = bench.start_only(
                     "dnsmasq-hosts", peer_command(port, hosts_option, upstream_port), port
                 )
-            port = free_port()
-            command = aidns_command(executable, port, tmp / "data", config, upstream_port)
-            aidns = bench.measure("aidns", command, port)
         finally:
             children.stop_all()
 
@@ -795,7 +817,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(report_json(info, settings, table, [aidns, peer]), indent=2))
     else:
         print_table(sys.stdout, info, settings, table)
+        print(f"\nratio per round: {round_ratios(aidns, peer)}")
     return 0
+
+
+def round_ratios(aidns: ServerResult, peer: ServerResult) -> str:
+    """aidns / dnsmasq for each round, which ran back to back."""
+    parts = []
+    for kind in ("blocked", "cached"):
+        mine, theirs = getattr(aidns, kind), getattr(peer, kind)
+        ratios = [a.qps / d.qps for a, d in zip(mine, theirs, strict=True) if d.qps]
+        parts.append(f"{kind} " + " ".join(f"{r:.2f}" for r in ratios))
+    return "; ".join(parts)
 
 
 if __name__ == "__main__":
