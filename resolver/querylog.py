@@ -5,9 +5,10 @@ Description:
     process, name, type and decision) within one batch window of a second become one
     row with a `count`, so a flood costs a dict increment per query, not an insert; the
     pipeline hands over a socket's repeats already counted. One writer thread inserts each
-    window (WAL mode), applies retention, and can mirror every row as a JSON line. When the window is full, new records are dropped and counted: logging
-    never slows an answer. A full disk, a locked or a corrupt database is reported once; the
-    server keeps answering and the writer tries again, moving a corrupt file aside.
+    window (WAL mode), applies retention, and can mirror every row as a JSON line. When the
+    window is full, new records are dropped and counted: logging never slows an answer. A
+    full disk, a locked or a corrupt database is reported once; the server keeps answering
+    and the writer tries again, moving a corrupt file aside.
 Configuration:
     query_log (on/off), query_log_days, query_log_rows, query_log_jsonl (a path, or "-").
 Example:

@@ -11,16 +11,18 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
+import dns.inet
 import dns.message
 import dns.query
 import httpx2
+from dns._asyncbackend import StreamSocket  # where dnspython's own signatures take it from
 
 from aidns.resolver.errors import ConfigError, UpstreamError
 
@@ -31,6 +33,8 @@ QR, TC = 0x80, 0x02  # bits of the third header byte
 SERVFAIL, REFUSED = 2, 5
 EWMA_WEIGHT = 0.3  # weight of the newest RTT sample
 RETRY_AFTER_S = (2.0, 4.0, 8.0, 16.0, 32.0, 60.0)  # after 1, 2, ... failures in a row
+STREAMS_KEPT = 4  # idle TCP or TLS connections kept open per upstream
+STREAM_IDLE_S = 10.0  # not reused after this long idle: servers close them (RFC 7766 6.2.3)
 
 _LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
 _HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
@@ -164,6 +168,76 @@ def _answers(response: bytes, wire_id: bytes, question: bytes) -> bool:
     return asked == question or (asked == b"" and response[3] & 0x0F != 0)
 
 
+class StreamConnections:
+    """Connections to one upstream over TCP or TLS, each reused for query after query.
+
+    A connection carries one query at a time (RFC 7766 6.2.1); queries asked at once take
+    further connections, and up to `kept` stay open between queries. A reused connection
+    that the server has closed meanwhile costs one retry on a new one.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[StreamSocket]],
+        kept: int = STREAMS_KEPT,
+        idle_s: float = STREAM_IDLE_S,
+    ) -> None:
+        self._connect = connect
+        self.kept = kept
+        self.idle_s = idle_s
+        self._idle: list[tuple[float, StreamSocket]] = []  # (last used, connection), newest last
+        self.opened = 0
+
+    async def exchange(self, ask: Callable[[StreamSocket], Awaitable[bytes]]) -> bytes:
+        reused = await self._take_idle()
+        if reused is not None:
+            try:
+                return await self._use(reused, ask)
+            except TimeoutError:
+                raise
+            except (OSError, EOFError) as exc:
+                log.debug("a kept connection failed (%s); asking on a new one", exc)
+        self.opened += 1
+        return await self._use(await self._connect(), ask)
+
+    async def _take_idle(self) -> StreamSocket | None:
+        while self._idle:
+            used_at, connection = self._idle.pop()
+            if time.monotonic() - used_at < self.idle_s:
+                return connection
+            await connection.close()
+        return None
+
+    async def _use(
+        self, connection: StreamSocket, ask: Callable[[StreamSocket], Awaitable[bytes]]
+    ) -> bytes:
+        try:
+            answer = await ask(connection)
+        except BaseException:  # cancelled mid-answer too: what is left on it is unreadable
+            await connection.close()
+            raise
+        if len(self._idle) < self.kept:
+            self._idle.append((time.monotonic(), connection))
+        else:
+            await connection.close()
+        return answer
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for _, connection in idle:
+            await connection.close()
+
+
+async def _read_exactly(connection: StreamSocket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await connection.recv(size - len(data), None)
+        if not chunk:
+            raise EOFError("the server closed the connection")
+        data += chunk
+    return data
+
+
 class Upstream:
     """One upstream server with its health: EWMA of RTT, consecutive failures, last failure time."""
 
@@ -184,6 +258,7 @@ class Upstream:
         self._address = spec.host if _is_ip(spec.host) else None
         self._looking_up = asyncio.Lock()
         self._client: httpx2.AsyncClient | None = None
+        self.streams = StreamConnections(self._connect)
 
     def __repr__(self) -> str:
         return f"Upstream({self.spec}, rtt_s={self.rtt_s}, failures={self.failures})"
@@ -241,27 +316,44 @@ class Upstream:
         return query_wire[:2] + response[2:]
 
     async def _tcp(self, query_wire: bytes) -> bytes:
-        wire_id = secrets.token_bytes(2)
-        reader, writer = await asyncio.open_connection(self.spec.host, self.spec.port)
-        try:
-            writer.write(struct.pack("!H", len(query_wire)) + wire_id + query_wire[2:])
-            (length,) = struct.unpack("!H", await reader.readexactly(2))
-            response = await reader.readexactly(length)
-        finally:
-            writer.close()
-        if not _answers(response, wire_id, _question(query_wire)):
-            raise ValueError("the reply does not match the query")
+        wire_id, question = secrets.token_bytes(2), _question(query_wire)
+        framed = struct.pack("!H", len(query_wire)) + wire_id + query_wire[2:]
+
+        async def ask(connection: StreamSocket) -> bytes:
+            await connection.sendall(framed, None)
+            (length,) = struct.unpack("!H", await _read_exactly(connection, 2))
+            response = await _read_exactly(connection, length)
+            if not _answers(response, wire_id, question):
+                raise ValueError("the reply does not match the query")
+            return response
+
+        response = await self.streams.exchange(ask)
         return query_wire[:2] + response[2:]
 
     async def _tls(self, query_wire: bytes) -> bytes:
-        response = await dns.asyncquery.tls(
-            dns.message.from_wire(query_wire),
-            await self._host_address(),
-            port=self.spec.port,
-            ssl_context=self._ssl,
-            server_hostname=self.spec.tls_name,
+        query = dns.message.from_wire(query_wire)
+        address = await self._host_address()
+
+        async def ask(connection: StreamSocket) -> bytes:
+            response = await dns.asyncquery.tls(query, address, sock=connection)
+            return response.to_wire()
+
+        response = await self.streams.exchange(ask)
+        return query_wire[:2] + response[2:]
+
+    async def _connect(self) -> StreamSocket:
+        """A new TCP connection, or TLS for a tls:// upstream (plain TCP serves UDP's retries)."""
+        address = await self._host_address()
+        tls = self.spec.scheme is Scheme.TLS
+        backend = dns.asyncbackend.get_backend("asyncio")
+        connection: StreamSocket = await backend.make_socket(
+            dns.inet.af_for_address(address),
+            socket.SOCK_STREAM,
+            destination=(address, self.spec.port),
+            ssl_context=self._ssl if tls else None,
+            server_hostname=self.spec.tls_name if tls else None,
         )
-        return query_wire[:2] + response.to_wire()[2:]
+        return connection
 
     async def _https(self, query_wire: bytes) -> bytes:
         query = dns.message.from_wire(query_wire)
@@ -290,7 +382,7 @@ class Upstream:
         if self._client is None:
             # dnspython's transport connects to `address` but verifies the URL's host name.
             backend = dns.asyncbackend.get_backend("asyncio")
-            transport_class = backend.get_transport_class()  # type: ignore[no-untyped-call]
+            transport_class = backend.get_transport_class()
             transport = transport_class(
                 http1=True, http2=True, verify=self._ssl, bootstrap_address=address
             )
@@ -298,6 +390,7 @@ class Upstream:
         return self._client
 
     async def aclose(self) -> None:
+        await self.streams.aclose()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()

@@ -614,7 +614,7 @@ def print_table(
         file=out,
     )
     print(
-        f"          servers on CPU {SERVER_CPU}, one at a time; "
+        f"          both servers on CPU {SERVER_CPU}, loaded one at a time, alternating; "
         f"dnsperf on CPU {CLIENT_CPU}: {settings['dnsperf']}",
         file=out,
     )

@@ -72,6 +72,7 @@ class FakeNameserver:
         ttl_s: int = 300,
         default: Behaviour = Behaviour.ANSWER,
         delay_s: float = 0.0,
+        idle_s: float = IDLE_S,
     ) -> None:
         self.host = host
         self.port = 0
@@ -79,6 +80,7 @@ class FakeNameserver:
         self.ttl_s = ttl_s
         self.default = default
         self.delay_s = delay_s
+        self.idle_s = idle_s
         self.behaviours: dict[str, Behaviour] = {}
         self.received: list[Received] = []
         self.connections = 0
@@ -225,7 +227,7 @@ class FakeNameserver:
                 continue
             except OSError:
                 return
-            conn.settimeout(IDLE_S)
+            conn.settimeout(self.idle_s)
             with self._lock:
                 self.connections += 1
             self._spawn(self._connection, conn, peer[:2])

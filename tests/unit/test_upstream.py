@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import shutil
 import socket
@@ -452,6 +453,120 @@ def test_pool_fails_over_when_dnsmasq_refuses(dnsmasq_port: int, server: FakeNam
     assert addresses(response) == [ANSWER]
     assert upstream is pool.upstreams[1]
     assert pool.upstreams[0].failures == 1
+
+
+# TCP and TLS connections, kept and reused
+
+
+def stream_upstream(server: FakeNameserver, cert: CertFiles | None) -> Upstream:
+    if cert is None:
+        return Upstream(parse_upstream(f"tcp://{server.hostport}"))
+    return Upstream(parse_upstream(f"tls://{server.hostport}#dns.test"), str(cert.cert))
+
+
+@contextlib.contextmanager
+def stream_server(kind: str, cert: CertFiles, **options: Any) -> Iterator[FakeNameserver]:
+    server = FakeTlsNameserver(cert.server_context(), **options) if kind == "tls" else None
+    with server or FakeNameserver(**options) as started:
+        yield started
+
+
+STREAM_KINDS = ["tcp", "tls"]
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_one_connection_serves_query_after_query(cert: CertFiles, kind: str) -> None:
+    async def five(upstream: Upstream) -> list[bytes]:
+        try:
+            return [
+                await upstream.exchange(query_wire(f"q{i}.test", query_id=i), 2) for i in range(5)
+            ]
+        finally:
+            await upstream.aclose()
+
+    with stream_server(kind, cert) as server:
+        upstream = stream_upstream(server, cert if kind == "tls" else None)
+        responses = run(five(upstream))
+    assert [dns.message.from_wire(r).id for r in responses] == list(range(5))
+    assert [dns.message.from_wire(r).question[0].name.to_text() for r in responses] == [
+        f"q{i}.test." for i in range(5)
+    ]
+    assert (server.queries, server.connections, upstream.streams.opened) == (5, 1, 1)
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_queries_at_once_take_more_connections_and_some_are_kept(
+    cert: CertFiles, kind: str
+) -> None:
+    async def six_at_once_then_three(upstream: Upstream) -> None:
+        try:
+            wires = [query_wire(f"c{i}.test") for i in range(6)]
+            await asyncio.gather(*(upstream.exchange(wire, 5) for wire in wires))
+            for i in range(3):
+                await upstream.exchange(query_wire(f"s{i}.test"), 5)
+        finally:
+            await upstream.aclose()
+
+    with stream_server(kind, cert, delay_s=0.2) as server:
+        upstream = stream_upstream(server, cert if kind == "tls" else None)
+        run(six_at_once_then_three(upstream))
+    assert server.queries == 9
+    assert server.connections == 6  # the three later ones found kept connections
+    assert upstream.streams.kept == 4
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_a_connection_the_server_closed_is_replaced_without_a_failure(
+    cert: CertFiles, kind: str
+) -> None:
+    async def two_apart(upstream: Upstream) -> list[bytes]:
+        try:
+            first = await upstream.exchange(query_wire("one.test"), 2)
+            await asyncio.sleep(0.5)  # the server has closed the idle connection by now
+            return [first, await upstream.exchange(query_wire("two.test"), 2)]
+        finally:
+            await upstream.aclose()
+
+    with stream_server(kind, cert, idle_s=0.2) as server:
+        upstream = stream_upstream(server, cert if kind == "tls" else None)
+        responses = run(two_apart(upstream))
+    assert [addresses(r) for r in responses] == [[ANSWER], [ANSWER]]
+    assert (server.queries, server.connections) == (2, 2)
+
+
+def test_a_connection_idle_too_long_is_not_tried(server: FakeNameserver) -> None:
+    async def two_apart(upstream: Upstream) -> None:
+        try:
+            await upstream.exchange(query_wire("one.test"), 2)
+            await asyncio.sleep(0.3)
+            await upstream.exchange(query_wire("two.test"), 2)
+        finally:
+            await upstream.aclose()
+
+    upstream = stream_upstream(server, None)
+    upstream.streams.idle_s = 0.1
+    run(two_apart(upstream))
+    assert (server.queries, server.connections, upstream.streams.opened) == (2, 2, 2)
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_a_late_reply_never_answers_the_next_query(cert: CertFiles, kind: str) -> None:
+    async def slow_then_quick(upstream: Upstream, server: FakeNameserver) -> bytes:
+        try:
+            with pytest.raises(UpstreamError, match="no answer within"):
+                await upstream.exchange(query_wire("slow.test"), 0.2)
+            server.delay_s = 0.0
+            await asyncio.sleep(0.4)  # the slow reply has been sent by now
+            return await upstream.exchange(query_wire("quick.test", query_id=5), 2)
+        finally:
+            await upstream.aclose()
+
+    with stream_server(kind, cert, delay_s=0.4) as server:
+        upstream = stream_upstream(server, cert if kind == "tls" else None)
+        response = run(slow_then_quick(upstream, server))
+    message = dns.message.from_wire(response)
+    assert (message.id, message.question[0].name.to_text()) == (5, "quick.test.")
+    assert server.connections == 2
 
 
 # DNS over TLS and over HTTPS
