@@ -38,6 +38,13 @@ def serve(
             "repeatable. [default: the system's nameservers, remembered]"
         ),
     ] = None,
+    bootstrap: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="DNS server by IP that finds upstreams given by name; repeatable. "
+            "[default: the upstreams given by IP, else the system's nameservers]"
+        ),
+    ] = None,
     allow_net: Annotated[
         list[str] | None,
         typer.Option(help="CIDR besides loopback that may query; repeatable."),
@@ -83,6 +90,7 @@ def serve(
             data_dir=data_dir,
             listen=listen or (),
             upstream=upstream or (),
+            bootstrap=bootstrap or (),
             allow_net=allow_net or (),
             block_response=block_response,
             cache_size=cache_size,

@@ -18,7 +18,7 @@ from aidns.resolver.errors import ConfigError
 from aidns.resolver.querylog import QueryLogConfig
 from aidns.resolver.replies import BlockResponse
 from aidns.resolver.server import ListenAddress, parse_listen
-from aidns.resolver.upstream import Scheme, UpstreamSpec, parse_upstream
+from aidns.resolver.upstream import Scheme, UpstreamSpec, is_ip, parse_upstream
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ class Settings:
     upstream_ca: Path | None
     tcp_idle_timeout_s: float
     log_level: str
+    bootstrap: tuple[UpstreamSpec, ...]
+    bootstrap_source: str
     data_dir: Path
     config_path: Path | None
     block: tuple[str, ...] = ()
@@ -107,12 +109,32 @@ class Settings:
             f"forwarding: {', '.join(map(str, self.upstreams))} ({self.upstream_source}), "
             f"timeout {self.upstream_timeout_s:g} s"
             + (f", CA {self.upstream_ca}" if self.upstream_ca else ""),
+            *(
+                [
+                    f"bootstrap: {', '.join(map(str, self.bootstrap)) or 'the system'} "
+                    f"({self.bootstrap_source})"
+                ]
+                if any(not is_ip(spec.host) for spec in self.upstreams)
+                else []
+            ),
         ]
+
+    def warnings(self) -> list[str]:
+        """What works now but may fail later, for the start-up log."""
+        named = [str(spec) for spec in self.upstreams if not is_ip(spec.host)]
+        if named and not self.bootstrap:
+            return [
+                f"{', '.join(named)}: found through the system's own lookup, which loops once "
+                "the system resolves through aidns; give the address (tls://IP#name) or a "
+                "`bootstrap` server"
+            ]
+        return []
 
 
 KNOWN_KEYS = {
     "listen": "list of ADDR:PORT",
     "upstream": "list of upstream servers",
+    "bootstrap": "list of DNS servers by IP that find upstreams given by name",
     "allow_net": "list of CIDRs",
     "block_response": "null | nxdomain | refused | <IPv4>,<IPv6>",
     "block_ttl": "seconds",
@@ -217,6 +239,7 @@ def load_settings(
     data_dir: Path | None = None,
     listen: Sequence[str] = (),
     upstream: Sequence[str] = (),
+    bootstrap: Sequence[str] = (),
     allow_net: Sequence[str] = (),
     block_response: str | None = None,
     cache_size: int | None = None,
@@ -306,6 +329,8 @@ def load_settings(
     else:
         upstreams, source, from_system = default_upstreams(data_dir, resolv_conf)
     check_no_loop(upstreams, listen_addresses)
+    bootstrap_specs, bootstrap_source = _bootstrap(config, bootstrap, upstreams, resolv_conf)
+    check_no_loop(bootstrap_specs, listen_addresses)
 
     if upstream_ca is not None:
         if not upstream_ca.is_file():
@@ -336,6 +361,8 @@ def load_settings(
         upstream_ca=upstream_ca,
         tcp_idle_timeout_s=_as_number(config, "tcp_idle_timeout", None, 10.0, 0.1),
         log_level=level,
+        bootstrap=bootstrap_specs,
+        bootstrap_source=bootstrap_source,
         data_dir=data_dir,
         config_path=config.path,
         block=tuple(_as_list(config, "block") or ()),
@@ -344,6 +371,41 @@ def load_settings(
         enabled_lists=tuple(map(str, lists_config.get("enable") or ())),
         list_dirs=(shipped_lists_dir(), data_dir / "lists"),
     )
+
+
+def _bootstrap(
+    config: ConfigFile,
+    flags: Sequence[str],
+    upstreams: Sequence[UpstreamSpec],
+    resolv_conf: Sequence[Path],
+) -> tuple[tuple[UpstreamSpec, ...], str]:
+    """The servers that find upstreams given by name, and where they came from: the flags,
+    the config, else the upstreams given by IP, else the system's nameservers; () means
+    the system's own lookup."""
+    texts = list(flags) or _as_list(config, "bootstrap")
+    if texts:
+        specs = []
+        for text in texts:
+            try:
+                spec = parse_upstream(text)
+                if not is_ip(spec.host):
+                    raise ConfigError(f"{text!r} must be given by IP address: it finds the others")
+            except ConfigError as exc:
+                if flags:
+                    raise ConfigError(f"--bootstrap: {exc}") from None
+                raise config.error("bootstrap", str(exc)) from None
+            specs.append(spec)
+        return tuple(specs), "from flags" if flags else f"from {config.path}"
+    by_ip = tuple(spec for spec in upstreams if is_ip(spec.host))
+    if by_ip:
+        return by_ip, "the upstreams given by IP"
+    for path in resolv_conf:
+        servers = nameservers_from(path)
+        if servers:
+            return tuple(parse_upstream(f"[{s}]" if ":" in s else s) for s in servers), (
+                f"from {path}"
+            )
+    return (), "no nameserver by IP known"
 
 
 def nameservers_from(resolv_conf: Path) -> list[str]:

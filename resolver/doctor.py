@@ -35,7 +35,7 @@ from aidns.resolver.sysdns import (
     probe,
     scutil_default_servers,
 )
-from aidns.resolver.upstream import Upstream, UpstreamSpec
+from aidns.resolver.upstream import AddressFinder, Upstream, UpstreamPool, UpstreamSpec
 
 CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2
@@ -474,11 +474,13 @@ def _is_loopback(text: str) -> bool:
         return False
 
 
-async def _ask(spec: UpstreamSpec, timeout_s: float, verify: bool | str) -> Check:
+async def _ask(
+    spec: UpstreamSpec, timeout_s: float, verify: bool | str, find_address: AddressFinder | None
+) -> Check:
     topic = f"upstream {spec}"
     wire = dns.message.make_query(".", "NS").to_wire()
     try:
-        upstream = Upstream(spec, verify)
+        upstream = Upstream(spec, verify, find_address)
     except AidnsError as exc:
         return Check(Status.FAIL, topic, str(exc), "fix upstream_ca")
     started = time.monotonic()
@@ -507,15 +509,26 @@ async def _ask(spec: UpstreamSpec, timeout_s: float, verify: bool | str) -> Chec
 
 async def _ask_all(settings: Settings) -> list[Check]:
     verify: bool | str = str(settings.upstream_ca) if settings.upstream_ca else True
-    return list(
-        await asyncio.gather(
-            *(_ask(spec, settings.upstream_timeout_s, verify) for spec in settings.upstreams)
+    timeout_s = settings.upstream_timeout_s
+    bootstrap = UpstreamPool(settings.bootstrap, timeout_s) if settings.bootstrap else None
+    find = bootstrap.find_address if bootstrap else None
+    try:
+        return list(
+            await asyncio.gather(
+                *(_ask(spec, timeout_s, verify, find) for spec in settings.upstreams)
+            )
         )
-    )
+    finally:
+        if bootstrap is not None:
+            await bootstrap.aclose()
 
 
 def check_upstreams(settings: Settings, machine: Machine, proc_root: Path) -> list[Check]:
     checks = asyncio.run(_ask_all(settings))
+    checks += [
+        Check(Status.WARN, "bootstrap", warning, "aidns serve --bootstrap IP, or upstream by IP")
+        for warning in settings.warnings()
+    ]
     servers = aidns_nameservers(settings.listen)
     resolved_asks_aidns = any(
         _is_aidns(_server_host(s), servers) for s in resolved_servers(machine)

@@ -111,6 +111,7 @@ class Resolver:
             settings.upstreams,
             timeout_s=settings.upstream_timeout_s,
             verify=str(settings.upstream_ca) if settings.upstream_ca else True,
+            bootstrap=settings.bootstrap,
         )
         self.access = AccessStage(settings.allow_nets)
         self.blocking = BlockingStage(self.rules.matcher, settings.block_response)
@@ -226,6 +227,8 @@ class Resolver:
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, self.reload))
         for line in self.settings.describe():
             log.info("%s", line)
+        for warning in self.settings.warnings():
+            log.warning("%s", warning)
         log.info("%s", self.describe_lists())
         self.query_log.start()
         data_dir = self.settings.data_dir

@@ -21,6 +21,7 @@ import dns.exception
 import dns.inet
 import dns.message
 import dns.query
+import dns.rdatatype
 import httpx2
 from dns._asyncbackend import StreamSocket  # where dnspython's own signatures take it from
 
@@ -168,6 +169,15 @@ def _answers(response: bytes, wire_id: bytes, question: bytes) -> bool:
     return asked == question or (asked == b"" and response[3] & 0x0F != 0)
 
 
+AddressFinder = Callable[[str], Awaitable[str]]
+
+
+async def system_address(host: str) -> str:
+    """The operating system's lookup: loops when the system resolves through aidns itself."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return str(infos[0][4][0])
+
+
 class StreamConnections:
     """Connections to one upstream over TCP or TLS, each reused for query after query.
 
@@ -241,8 +251,14 @@ async def _read_exactly(connection: StreamSocket, size: int) -> bytes:
 class Upstream:
     """One upstream server with its health: EWMA of RTT, consecutive failures, last failure time."""
 
-    def __init__(self, spec: UpstreamSpec, verify: bool | str = True) -> None:
+    def __init__(
+        self,
+        spec: UpstreamSpec,
+        verify: bool | str = True,
+        find_address: AddressFinder | None = None,
+    ) -> None:
         self.spec = spec
+        self.find_address = find_address or system_address
         self.rtt_s: float | None = None
         self.failures = 0
         self.last_failure_s: float | None = None  # time.monotonic()
@@ -255,7 +271,7 @@ class Upstream:
                 raise ConfigError(
                     f"upstream {spec}: cannot use CA bundle {verify!r}: {exc}"
                 ) from None
-        self._address = spec.host if _is_ip(spec.host) else None
+        self._address = spec.host if is_ip(spec.host) else None
         self._looking_up = asyncio.Lock()
         self._client: httpx2.AsyncClient | None = None
         self.streams = StreamConnections(self._connect)
@@ -365,15 +381,11 @@ class Upstream:
         return query_wire[:2] + response.to_wire()[2:]
 
     async def _host_address(self) -> str:
-        """The host's IP address; a host name is looked up once, through the operating system."""
+        """The host's IP address; a host name is looked up once, by the bootstrap servers."""
         if self._address is None:
             async with self._looking_up:
                 if self._address is None:
-                    loop = asyncio.get_running_loop()
-                    infos = await loop.getaddrinfo(
-                        self.spec.host, self.spec.port, type=socket.SOCK_STREAM
-                    )
-                    self._address = str(infos[0][4][0])
+                    self._address = await self.find_address(self.spec.host)
         return self._address
 
     async def _doh_client(self) -> httpx2.AsyncClient:
@@ -396,7 +408,8 @@ class Upstream:
             await client.aclose()
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """Whether `host` is an IP address rather than a name."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -405,15 +418,41 @@ def _is_ip(host: str) -> bool:
 
 
 class UpstreamPool:
-    """The configured upstreams, asked best first, all within one time budget per query."""
+    """The configured upstreams, asked best first, all within one time budget per query.
+
+    Upstreams given by name are found through `bootstrap` (servers given by IP), or the
+    operating system when there are none.
+    """
 
     def __init__(
-        self, specs: Sequence[UpstreamSpec], timeout_s: float = 2.0, verify: bool | str = True
+        self,
+        specs: Sequence[UpstreamSpec],
+        timeout_s: float = 2.0,
+        verify: bool | str = True,
+        bootstrap: Sequence[UpstreamSpec] = (),
     ) -> None:
         if not specs:
             raise ConfigError("no upstream servers")
-        self.upstreams = [Upstream(spec, verify) for spec in specs]
+        self.bootstrap = UpstreamPool(bootstrap, timeout_s, verify) if bootstrap else None
+        find = self.bootstrap.find_address if self.bootstrap else None
+        self.upstreams = [Upstream(spec, verify, find) for spec in specs]
         self.timeout_s = timeout_s
+
+    async def find_address(self, host: str) -> str:
+        """An IPv4 address of `host`, else an IPv6 one, as these upstreams answer."""
+        problems = []
+        for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            query = dns.message.make_query(host, rdtype)
+            try:
+                response, upstream = await self.resolve(query.to_wire())
+            except UpstreamError as exc:
+                problems.append(str(exc))
+                continue
+            for rrset in dns.message.from_wire(response).answer:
+                if rrset.rdtype == rdtype:
+                    return str(next(iter(rrset)).address)
+            problems.append(f"{upstream.spec} has no {dns.rdatatype.to_text(rdtype)} record")
+        raise UpstreamError(f"cannot find the address of {host}: {'; '.join(problems)}")
 
     def ranked(self, now_s: float) -> list[Upstream]:
         """Healthy before cooling down, then lowest RTT. An untried upstream counts as fastest,
@@ -456,3 +495,5 @@ class UpstreamPool:
     async def aclose(self) -> None:
         for upstream in self.upstreams:
             await upstream.aclose()
+        if self.bootstrap is not None:
+            await self.bootstrap.aclose()

@@ -13,7 +13,7 @@ import pytest
 from tests.helpers.certs import make_cert
 from tests.helpers.dnsserver import Behaviour, FakeDohServer, FakeNameserver, FakeTlsNameserver
 
-from .conftest import start_aidns
+from .conftest import start_aidns, start_dnsmasq
 
 
 def ask_udp(port: int, name: str, host: str = "127.0.0.1") -> tuple[dns.message.Message, float]:
@@ -95,3 +95,25 @@ def test_encrypted_upstreams(tmp_path: Path, kind: str) -> None:
             assert [r.transport for r in upstream.received] == [kind]
         finally:
             server.stop()
+
+
+def test_a_named_dot_upstream_is_found_through_dnsmasq_as_bootstrap(tmp_path: Path) -> None:
+    cert = make_cert(tmp_path)
+    bootstrap = start_dnsmasq(tmp_path, "--address=/upstream.test/127.0.0.1")
+    try:
+        with FakeTlsNameserver(cert.server_context(), address="192.0.2.5") as upstream:
+            server = start_aidns(
+                tmp_path,
+                f"--upstream=tls://upstream.test:{upstream.port}#dns.test",
+                f"--bootstrap=127.0.0.1:{bootstrap.port}",
+                f"--upstream-ca={cert.cert}",
+            )
+            try:
+                answers = [only_address(ask_udp(server.port(), f"n{i}.test")[0]) for i in range(3)]
+            finally:
+                server.stop()
+    finally:
+        bootstrap.stop()
+    assert answers == ["192.0.2.5"] * 3
+    assert upstream.queries == 3 and upstream.connections == 1  # and one TLS connection
+    assert not any("found through the system" in line for line in server.log)

@@ -62,6 +62,7 @@ def test_flags_beat_config(tmp_path: Path) -> None:
         ("listen: [unclosed\n", ":2: not valid YAML"),
         ("- a list\n", ":1: the config must be a mapping"),
         ("lists: {drop: [x]}\n", ":1: lists"),
+        ("bootstrap: ['tls://dns.google']\n", ":1: bootstrap: 'tls://dns.google' must be given"),
     ],
 )
 def test_config_errors_name_file_and_line(tmp_path: Path, config: str, where: str) -> None:
@@ -106,3 +107,69 @@ def test_nameservers_from_skips_loopback_and_junk(tmp_path: Path) -> None:
     )
     assert nameservers_from(path) == ["198.51.100.1"]
     assert nameservers_from(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize(
+    ("config", "flags", "resolv", "expected"),
+    [
+        # flags beat the config, which beats every default
+        (
+            "bootstrap: [192.0.2.53]\n",
+            {"bootstrap": ["192.0.2.54:5353"]},
+            "",
+            (["192.0.2.54:5353"], "from flags"),
+        ),
+        ("bootstrap: [192.0.2.53]\n", {}, "", (["192.0.2.53"], "from {config}")),
+        # the upstreams given by IP can find the others
+        (
+            "upstream: [tls://dns.example, 'tls://192.0.2.9#dns.example']\n",
+            {},
+            "",
+            (["tls://192.0.2.9#dns.example"], "the upstreams given by IP"),
+        ),
+        # then the system's nameservers, never its loopback stub
+        (
+            "upstream: [tls://dns.example]\n",
+            {},
+            "nameserver 127.0.0.53\nnameserver 192.0.2.1\n",
+            (["192.0.2.1"], "from {resolv}"),
+        ),
+        (
+            "upstream: [tls://dns.example]\n",
+            {},
+            "nameserver 127.0.0.53\n",
+            ([], "no nameserver by IP known"),
+        ),
+    ],
+)
+def test_bootstrap_servers(
+    tmp_path: Path, config: str, flags: dict[str, Any], resolv: str, expected: tuple[Any, str]
+) -> None:
+    settings = settings_for(tmp_path, config, resolv=resolv, **flags)
+    servers, source = expected
+    source = source.format(config=tmp_path / "config.yaml", resolv=tmp_path / "resolv.conf")
+    assert ([str(spec) for spec in settings.bootstrap], settings.bootstrap_source) == (
+        servers,
+        source,
+    )
+
+
+def test_bootstrap_is_shown_only_when_an_upstream_needs_it(tmp_path: Path) -> None:
+    by_name = settings_for(tmp_path, "upstream: [tls://dns.example]\n")
+    assert by_name.describe()[-1] == "bootstrap: the system (no nameserver by IP known)"
+    assert by_name.warnings() == [
+        "tls://dns.example: found through the system's own lookup, which loops once the system "
+        "resolves through aidns; give the address (tls://IP#name) or a `bootstrap` server"
+    ]
+    by_ip = settings_for(tmp_path, "upstream: [192.0.2.1]\n")
+    assert not any(line.startswith("bootstrap") for line in by_ip.describe())
+    assert by_ip.warnings() == []
+    found = settings_for(tmp_path, "upstream: [tls://dns.example]\nbootstrap: [192.0.2.1]\n")
+    assert found.warnings() == []
+
+
+def test_bootstrap_flag_errors_name_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--bootstrap: bad upstream 'dns\.google'"):
+        settings_for(tmp_path, bootstrap=["dns.google"])
+    with pytest.raises(ConfigError, match="queries would loop"):
+        settings_for(tmp_path, listen=["127.0.0.1:5353"], bootstrap=["127.0.0.1:5353"])

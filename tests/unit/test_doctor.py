@@ -33,6 +33,8 @@ from aidns.resolver.server import ListenAddress
 from aidns.resolver.sysdns import Machine
 from aidns.resolver.sysfiles import CommandResult
 from tests.helpers import dnsmasq
+from tests.helpers.certs import make_cert
+from tests.helpers.dnsserver import FakeTlsNameserver
 
 runner = CliRunner()
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -239,6 +241,25 @@ def test_upstreams_are_asked_for_real(tmp_path: Path, settings_for: SettingsFor)
         good, bad = check_upstreams(settings, Machine(tmp_path, "linux"), Path("/proc"))
     assert good.status is Status.OK and good.message.startswith("answered NXDOMAIN in")
     assert bad.status is Status.FAIL and "no answer" in bad.message
+
+
+def test_a_named_upstream_is_asked_where_the_bootstrap_server_says(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    cert = make_cert(tmp_path)
+    with (
+        dnsmasq.run_dnsmasq("--address=/upstream.test/127.0.0.1") as bootstrap_port,
+        FakeTlsNameserver(cert.server_context()) as upstream,
+    ):
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"upstream: ['tls://upstream.test:{upstream.port}#dns.test']\n"
+            f"bootstrap: ['127.0.0.1:{bootstrap_port}']\nupstream_ca: {cert.cert}\n"
+        )
+        settings = load_settings(config_path=config, data_dir=tmp_path / "data")
+        (check,) = check_upstreams(settings, Machine(tmp_path, "linux"), Path("/proc"))
+    assert check.status is Status.OK, check
+    assert upstream.queries == 1
 
 
 def test_an_upstream_that_is_resolved_asking_aidns_loops(

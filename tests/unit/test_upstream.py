@@ -607,6 +607,38 @@ def test_host_name_is_looked_up(cert: CertFiles, scheme: str) -> None:
     assert started.queries == 1
 
 
+@pytest.mark.parametrize("scheme", ["tls", "https"])
+def test_a_named_upstream_is_found_through_the_bootstrap_servers(
+    cert: CertFiles, scheme: str
+) -> None:
+    server_class = FakeTlsNameserver if scheme == "tls" else FakeDohServer
+    with (
+        FakeNameserver(address="127.0.0.1") as bootstrap,
+        server_class(cert.server_context()) as started,
+    ):
+        path = "/dns-query" if scheme == "https" else ""
+        pool = UpstreamPool(
+            [parse_upstream(f"{scheme}://upstream.test:{started.port}{path}#dns.test")],
+            verify=str(cert.cert),
+            bootstrap=[parse_upstream(bootstrap.hostport)],
+        )
+        answers = run(resolve_all(pool, query_wire("one.test"), query_wire("two.test")))
+    assert [addresses(response) for response, _ in answers] == [[ANSWER], [ANSWER]]
+    assert started.queries == 2
+    assert [r.qname for r in bootstrap.received] == ["upstream.test"]  # once, then remembered
+
+
+def test_an_upstream_the_bootstrap_cannot_find_is_a_clear_failure(server: FakeNameserver) -> None:
+    server.behaviours["upstream.test"] = Behaviour.SERVFAIL
+    pool = UpstreamPool(
+        [parse_upstream("tls://upstream.test#dns.test")],
+        timeout_s=1,
+        bootstrap=[parse_upstream(server.hostport)],
+    )
+    with pytest.raises(UpstreamError, match=r"cannot find the address of upstream\.test"):
+        run(resolve_all(pool, query_wire()))
+
+
 @pytest.mark.parametrize(
     ("suffix", "trusted"),
     [("#wrong.test", True), ("#dns.test", False)],
