@@ -5,8 +5,11 @@ Description:
     SOA's TTL capped by its MINIMUM field (RFC 2308). Entries are stored as the upstream's
     bytes after the question plus the offsets of every TTL, so a hit is served by patching
     a few integers, not by parsing. The client's OPT record is our own, never the upstream's.
+    When no upstream answers, an answer that expired less than `cache_serve_stale` ago is
+    served with a TTL of 30 s, and for those 30 s without asking again (RFC 8767).
 Configuration:
-    cache_size (entries, 0 turns caching off), cache_max_ttl_s, cache_min_ttl_s.
+    cache_size (entries, 0 turns caching off), cache_max_ttl, cache_min_ttl,
+    cache_serve_stale (seconds, 0 turns it off).
 Example:
     cache_size: 20000
 """
@@ -27,6 +30,7 @@ _TTL = struct.Struct("!I")
 _COUNTS = struct.Struct("!HHHH")
 TYPE_SOA = 6
 MAX_TTL_S = 86400
+STALE_TTL_S = 30  # RFC 8767: the TTL of a stale answer, and how long before asking again
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +38,17 @@ class CacheConfig:
     size: int = 20000
     max_ttl_s: int = MAX_TTL_S
     min_ttl_s: int = 0
+    serve_stale_s: int = 86400
 
     def describe(self) -> str:
+        stale = f"; stale up to {self.serve_stale_s} s" if self.serve_stale_s else ""
         return (
-            f"cache: {self.size} entries, TTLs kept between {self.min_ttl_s} and {self.max_ttl_s} s"
+            f"cache: {self.size} entries, TTLs kept between {self.min_ttl_s} and "
+            f"{self.max_ttl_s} s{stale}"
         )
+
+
+STALE = Decision(Action.CACHED, rule="stale: no upstream answered")
 
 
 class CachedAnswer:
@@ -51,6 +61,7 @@ class CachedAnswer:
         "rendered",
         "rendered_age",
         "rest",
+        "stale_until",
         "stored_at",
         "ttls",
     )
@@ -71,17 +82,24 @@ class CachedAnswer:
         self.stored_at = now
         self.expires_at = now + ttl_s
         self.rendered_age = 0
-        self.rendered = rest
+        self.rendered = self._with_ttls(0, None)  # the bounds may have changed a TTL
+        self.stale_until = 0.0
 
     def body(self, now: float) -> bytes:
         age = int(now - self.stored_at)
         if age != self.rendered_age:
-            patched = bytearray(self.rest)
-            for offset, ttl in self.ttls:
-                _TTL.pack_into(patched, offset, max(ttl - age, 0))
-            self.rendered = bytes(patched)
+            self.rendered = self._with_ttls(age, None)
             self.rendered_age = age
         return self.rendered
+
+    def stale_body(self) -> bytes:
+        return self._with_ttls(0, STALE_TTL_S)
+
+    def _with_ttls(self, age: int, every_ttl: int | None) -> bytes:
+        patched = bytearray(self.rest)
+        for offset, ttl in self.ttls:
+            _TTL.pack_into(patched, offset, every_ttl or max(ttl - age, 0))
+        return bytes(patched)
 
 
 def _skip_name(data: bytes, pos: int) -> int:
@@ -146,8 +164,8 @@ def parse_answer(response: bytes, question_end: int, config: CacheConfig) -> Cac
     ttl_s = min(max(ttl_s, config.min_ttl_s), config.max_ttl_s)
     if ttl_s <= 0:
         return None
-    if config.min_ttl_s:
-        ttls = [(offset, max(ttl, config.min_ttl_s)) for offset, ttl in ttls]
+    low, high = config.min_ttl_s, config.max_ttl_s
+    ttls = [(offset, min(max(ttl, low), high)) for offset, ttl in ttls]
     return CachedAnswer(flags, (answers, authority, kept_additional), b"".join(kept), ttls, ttl_s)
 
 
@@ -160,6 +178,7 @@ class AnswerCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.stale_hits = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -167,11 +186,31 @@ class AnswerCache:
     def answer(self, query: Query, now: float) -> bytes | None:
         entry = self._entries.get(query.cache_key())
         if entry is None or entry.expires_at <= now:
+            if entry is not None and entry.stale_until > now:  # the upstreams failed just now
+                return self._render_stale(query, entry)
             self.misses += 1
             return None
         self.hits += 1
         age = int(now - entry.stored_at)
         query.reusable_until = min(entry.expires_at, entry.stored_at + age + 1)
+        return self._render(query, entry, entry.body(now))
+
+    def serve_stale(self, query: Query, now: float) -> bytes | None:
+        """For when no upstream answered: an answer that expired less than `serve_stale_s`
+        ago, with TTL 30 s, and again for the next 30 s without asking; else None."""
+        entry = self._entries.get(query.cache_key())
+        if entry is None or now - entry.expires_at > self.config.serve_stale_s:
+            return None
+        entry.stale_until = now + STALE_TTL_S
+        return self._render_stale(query, entry)
+
+    def _render_stale(self, query: Query, entry: CachedAnswer) -> bytes:
+        self.stale_hits += 1
+        if query.decision is None:
+            query.decision = STALE
+        return self._render(query, entry, entry.stale_body())
+
+    def _render(self, query: Query, entry: CachedAnswer, body: bytes) -> bytes:
         raw = query.raw
         answers, authority, additional = entry.counts
         opt = b""
@@ -185,7 +224,7 @@ class AnswerCache:
                 bytes((((flags >> 8) & 0xFE) | (raw[2] & 0x01), (flags & 0xEF) | (raw[3] & 0x10))),
                 _COUNTS.pack(1, answers, authority, additional),
                 raw[12 : query.question_end],
-                entry.body(now),
+                body,
                 opt,
             )
         )

@@ -141,6 +141,7 @@ KNOWN_KEYS = {
     "cache_size": "entries",
     "cache_max_ttl": "seconds",
     "cache_min_ttl": "seconds",
+    "cache_serve_stale": "seconds an expired answer may still be served when no upstream answers",
     "upstream_timeout": "seconds",
     "upstream_ca": "path of a CA bundle for DoT and DoH upstreams",
     "tcp_idle_timeout": "seconds",
@@ -291,6 +292,7 @@ def load_settings(
         size=int(_as_number(config, "cache_size", cache_size, 20000, 0)),
         max_ttl_s=int(_as_number(config, "cache_max_ttl", None, 86400, 0)),
         min_ttl_s=int(_as_number(config, "cache_min_ttl", None, 0, 0)),
+        serve_stale_s=int(_as_number(config, "cache_serve_stale", None, 86400, 0)),
     )
 
     attribution = config.values.get("attribution", True)

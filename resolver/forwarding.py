@@ -2,8 +2,9 @@
 
 Description:
     Sends the client's query, unchanged but for its ID, to the best upstream (see
-    upstream.py), fails over on timeout or SERVFAIL, and answers SERVFAIL when none
-    answered within the budget. Identical questions in flight at once are asked once.
+    upstream.py), fails over on timeout or SERVFAIL, and when none answered within the
+    budget answers from an expired cache entry (see caching.py) or else SERVFAIL.
+    Identical questions in flight at once are asked once.
 Configuration:
     upstream (repeatable), upstream_timeout_s.
 Example:
@@ -59,11 +60,11 @@ class ForwardingStage:
         try:
             response, upstream = await self.pool.resolve(query.raw)
         except UpstreamError as exc:
-            if not self._warned_down:
-                log.warning("no upstream answered (%s); answering SERVFAIL until one does", exc)
-                self._warned_down = True
-            query.response = reply(query, Rcode.SERVFAIL)
-            query.decision = Decision(Action.ERROR, rule=str(exc))
+            if not self._answer_stale(query, str(exc)):
+                query.response = reply(query, Rcode.SERVFAIL)
+                query.decision = Decision(Action.ERROR, rule=str(exc))
+            return
+        if response[3] & 0x0F == Rcode.SERVFAIL and self._answer_stale(query, "SERVFAIL"):
             return
         self._warned_down = False
         query.response = response
@@ -71,3 +72,17 @@ class ForwardingStage:
         if query.decision is None:
             query.decision = _FORWARDED
         self.cache.store(query, response)
+
+    def _answer_stale(self, query: Query, problem: str) -> bool:
+        stale = self.cache.serve_stale(query, time.monotonic())
+        if not self._warned_down:
+            log.warning(
+                "no upstream answered (%s); answering from expired cache entries, "
+                "else SERVFAIL, until one does",
+                problem,
+            )
+            self._warned_down = True
+        if stale is None:
+            return False
+        query.response = stale
+        return True

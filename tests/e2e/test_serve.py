@@ -16,7 +16,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from .conftest import Aidns, Dnsmasq, aidns_command, free_port, start_aidns
+from .conftest import Aidns, Dnsmasq, aidns_command, free_port, start_aidns, start_dnsmasq
 
 HOSTS = ["127.0.0.1", "::1"]
 
@@ -242,3 +242,32 @@ def test_a_flood_from_one_socket_is_answered_and_every_query_counted(aidns: Aidn
     assert {row["verdict"] for row in rows} == {"blocked"}
     assert sum(row["count"] for row in rows if row["client_port"] == flood_port) == 300
     assert all(row["latency_ms"] < 1000 for row in rows)
+
+
+def test_an_expired_answer_is_served_stale_while_the_upstream_is_down(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("cache_max_ttl: 1\nupstream_timeout: 0.5\n")
+    upstream = start_dnsmasq(tmp_path)
+    server = start_aidns(tmp_path, f"--upstream=127.0.0.1:{upstream.port}")
+    try:
+        fresh = ask(server, "stale.up.test")
+        assert addresses(fresh) == ["192.0.2.10"]
+        upstream.stop()
+        time.sleep(1.5)  # expired, and nobody to ask
+        stale = ask(server, "stale.up.test")
+        assert addresses(stale) == ["192.0.2.10"] and stale.answer[0].ttl == 30
+        assert ask(server, "never-asked.up.test").rcode() == dns.rcode.SERVFAIL
+        log_command = aidns_command(
+            "log", "--json", "--domain=stale.up.test", f"--data-dir={server.data_dir}"
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            out = subprocess.run(log_command, capture_output=True, text=True, check=True).stdout
+            rules = [json.loads(line)["rule"] for line in out.splitlines()]
+            if len(rules) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert rules[0] == "stale: no upstream answered"  # newest first
+    finally:
+        server.stop()
+        upstream.stop()
+    assert any("answering from expired cache entries" in line for line in server.log)

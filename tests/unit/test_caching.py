@@ -119,3 +119,59 @@ def test_stage_marks_cached_but_keeps_a_watch_tag() -> None:
     cache.store(query, upstream_answer(query.raw, "api.example. 60 A 192.0.2.1"))
     hit = make_query("api.example.")
     assert stage.answer(hit) and hit.decision is not None and hit.decision.action is Action.CACHED
+
+
+def stored(cache: AnswerCache, name: str = "www.example.", ttl: int = 100) -> float:
+    query = make_query(name)
+    cache.store(query, upstream_answer(query.raw, f"{name} {ttl} A 192.0.2.1"))
+    return cache._entries[query.cache_key()].expires_at
+
+
+def test_an_expired_answer_is_served_stale_only_when_asked_to() -> None:
+    cache = AnswerCache(CacheConfig())
+    expired_at = stored(cache)
+    query = make_query("www.example.")
+    assert cache.answer(query, expired_at + 5) is None  # expired: ask the upstream first
+    stale = cache.serve_stale(query, expired_at + 5)  # the upstream did not answer
+    assert stale is not None
+    message = dns.message.from_wire(stale)
+    assert (message.id, message.answer[0].ttl) == (query.id, 30)
+    assert [r.address for r in message.answer[0]] == ["192.0.2.1"]
+    assert query.decision is not None and query.decision.rule.startswith("stale")
+    assert query.reusable_until == 0.0  # never remembered as if fresh
+
+
+def test_for_30_s_after_a_stale_answer_the_cache_answers_stale_itself() -> None:
+    cache = AnswerCache(CacheConfig())
+    expired_at = stored(cache)
+    assert cache.serve_stale(make_query("www.example."), expired_at + 1) is not None
+    again = make_query("www.example.")
+    response = cache.answer(again, expired_at + 20)
+    assert response is not None and dns.message.from_wire(response).answer[0].ttl == 30
+    assert again.decision is not None and again.decision.rule.startswith("stale")
+    assert cache.answer(make_query("www.example."), expired_at + 32) is None  # ask again
+    assert cache.stale_hits == 2
+
+
+def test_too_old_or_switched_off_means_no_stale_answer() -> None:
+    cache = AnswerCache(CacheConfig(serve_stale_s=3600))
+    expired_at = stored(cache)
+    assert cache.serve_stale(make_query("www.example."), expired_at + 3599) is not None
+    assert cache.serve_stale(make_query("www.example."), expired_at + 3601) is None
+    assert cache.serve_stale(make_query("other.example."), expired_at) is None
+    off = AnswerCache(CacheConfig(serve_stale_s=0))
+    expired_at = stored(off)
+    assert off.serve_stale(make_query("www.example."), expired_at + 1) is None
+
+
+def test_cached_ttls_are_kept_within_the_configured_bounds() -> None:
+    cache = AnswerCache(CacheConfig(min_ttl_s=20, max_ttl_s=60))
+    query = make_query("www.example.")
+    cache.store(
+        query,
+        upstream_answer(query.raw, "www.example. 300 A 192.0.2.1", "www.example. 5 TXT hello"),
+    )
+    entry = cache._entries[query.cache_key()]
+    response = cache.answer(make_query("www.example."), entry.stored_at + 0.5)
+    assert response is not None
+    assert [rrset.ttl for rrset in dns.message.from_wire(response).answer] == [60, 20]
