@@ -39,7 +39,10 @@ Before=nss-lookup.target
 After=network.target
 
 [Service]
-Type=exec
+# Ready once it listens; pings the watchdog while every listener is alive, or is restarted.
+Type=notify
+NotifyAccess=main
+WatchdogSec=30s
 ExecStart={executable} serve
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure

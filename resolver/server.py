@@ -113,6 +113,10 @@ class DnsServer:
             thread.start()
             self._udp_threads.append(thread)
 
+    def healthy(self) -> bool:
+        """Every UDP listener still reading; TCP is served by the event loop itself."""
+        return all(thread.is_alive() for thread in self._udp_threads)
+
     async def stop(self) -> None:
         self._stopping = True
         for sock in self._udp_sockets:

@@ -47,6 +47,7 @@ from aidns.resolver.rules import (
     load_rules,
     rule_lists,
 )
+from aidns.resolver.sdnotify import notify, watchdog_interval_s
 from aidns.resolver.server import DnsServer
 from aidns.resolver.upstream import UpstreamPool
 
@@ -240,23 +241,40 @@ class Resolver:
         reloader.start()  # before listening: a change right after start must not be missed
         await self.server.start()
         remember_upstreams(self.settings)
-        status_task = asyncio.create_task(self._keep_status())
-        pause_task = asyncio.create_task(self._expire_pause())
-        repeats_task = asyncio.create_task(self._flush_repeats())
+        tasks = [
+            asyncio.create_task(self._keep_status()),
+            asyncio.create_task(self._expire_pause()),
+            asyncio.create_task(self._flush_repeats()),
+        ]
+        bound = sorted({str(address) for _transport, address in self.server.bound})
+        notify(f"READY=1\nSTATUS=answering on {', '.join(bound)}")
+        every_s = watchdog_interval_s()
+        if every_s is not None:
+            tasks.append(asyncio.create_task(self._ping_watchdog(every_s)))
         try:
             await stop.wait()
         finally:
             log.info("stopping")
+            notify("STOPPING=1")
             reloader.stop()
-            for task in (status_task, pause_task, repeats_task):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(status_task, pause_task, repeats_task, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.server.stop()
             self.pipeline.flush_repeats(now=math.inf)
             await self.pool.aclose()
             await asyncio.to_thread(self.query_log.stop)
             self._write_status()
             log.info("stopped after %d queries", self.stats.queries)
+
+    async def _ping_watchdog(self, every_s: float) -> None:
+        """Pings only while the event loop runs and every listener is alive."""
+        while True:
+            if self.server.healthy():
+                notify("WATCHDOG=1")
+            else:
+                log.error("a UDP listener has stopped; no longer telling the watchdog all is well")
+            await asyncio.sleep(every_s)
 
     async def _flush_repeats(self, every_s: float = 0.5) -> None:
         while True:

@@ -96,7 +96,12 @@ def aidns_command(*args: str) -> list[str]:
     return [sys.executable, "-c", "from aidns.cli.main import app; app()", *args]
 
 
-def start_aidns(tmp_path: Path, *args: str, listen: tuple[str, ...] = ("127.0.0.1:0",)) -> Aidns:
+def start_aidns(
+    tmp_path: Path,
+    *args: str,
+    listen: tuple[str, ...] = ("127.0.0.1:0",),
+    env: dict[str, str] | None = None,
+) -> Aidns:
     """Start the real server; `args` must include a loopback --upstream."""
     assert any(a.startswith("--upstream") for a in args), (
         "never start aidns without a loopback upstream"
@@ -110,6 +115,7 @@ def start_aidns(tmp_path: Path, *args: str, listen: tuple[str, ...] = ("127.0.0.
         aidns_command("serve", *listen_args, f"--data-dir={data_dir}", f"--config={config}", *args),
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     server = Aidns(process, data_dir)
     deadline = time.monotonic() + 15
