@@ -256,9 +256,27 @@ def status(
         lists = found.get("lists", [])
         loaded = [item for item in lists if item.get("enabled") and item.get("entries")]
         typer.echo(f"lists: {len(loaded)} on, {found.get('rules', 0)} rules")
+        health = [describe_upstream(item) for item in found.get("upstream_health", [])]
+        if health:
+            typer.echo(f"upstreams: {'; '.join(health)}")
+        stale = found.get("cache", {}).get("stale_answers", 0)
+        if stale:
+            typer.echo(f"answered {stale} queries from expired cache entries: no upstream answered")
     if paused is not None:
         ends = "until resumed" if paused == float("inf") else f"until {when(paused)}"
         typer.echo(f"blocking is PAUSED {ends}")
     for error in (found or {}).get("errors", []) if running else []:
         typer.echo(f"error: {error}")
     raise typer.Exit(0 if running else 1)
+
+
+def describe_upstream(health: dict[str, Any]) -> str:
+    """`9.9.9.9 12.5 ms`, `9.9.9.9 failing (3 in a row)` or `9.9.9.9 not asked yet`."""
+    name, failures, rtt_ms = (
+        health.get("upstream"),
+        health.get("failures_in_a_row"),
+        health.get("rtt_ms"),
+    )
+    if failures:
+        return f"{name} failing ({failures} in a row)"
+    return f"{name} {rtt_ms:g} ms" if rtt_ms is not None else f"{name} not asked yet"

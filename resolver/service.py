@@ -208,6 +208,15 @@ class Resolver:
             "rules": self.rules.matcher.rule_count,
             "errors": self.errors,
             "query_log": {"written": self.query_log.written, "dropped": self.query_log.dropped},
+            "cache": {"entries": len(self.cache), "stale_answers": self.cache.stale_hits},
+            "upstream_health": [
+                {
+                    "upstream": str(upstream.spec),
+                    "rtt_ms": None if upstream.rtt_s is None else round(upstream.rtt_s * 1000, 1),
+                    "failures_in_a_row": upstream.failures,
+                }
+                for upstream in self.pool.upstreams
+            ],
         }
 
     def _write_status(self) -> None:

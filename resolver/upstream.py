@@ -14,18 +14,19 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import dns.asyncbackend
-import dns.asyncquery
 import dns.exception
 import dns.inet
 import dns.message
-import dns.query
 import dns.rdatatype
-import httpx2
 from dns._asyncbackend import StreamSocket  # where dnspython's own signatures take it from
 
 from aidns.resolver.errors import ConfigError, UpstreamError
+
+if TYPE_CHECKING:
+    import httpx2
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,11 @@ class Upstream:
         self.last_failure_s: float | None = None  # time.monotonic()
         self._ssl: ssl.SSLContext | None = None
         if spec.scheme in (Scheme.TLS, Scheme.HTTPS):
+            # Imported here, and before the first query: it brings an HTTP stack, a sixth of
+            # a second of start-up that plain upstreams (and every other command) need not pay.
+            import dns.asyncquery
+            import dns.query
+
             alpn = ["dot"] if spec.scheme is Scheme.TLS else None  # httpx sets h2/http1.1 itself
             try:
                 self._ssl = dns.query.make_ssl_context(verify, verify is not False, alpn)
@@ -310,9 +316,8 @@ class Upstream:
                         return await self._https(query_wire)
         except TimeoutError:
             raise UpstreamError(f"{self.spec}: no answer within {timeout_s:.3g} s") from None
-        except (OSError, EOFError, ValueError, dns.exception.DNSException, httpx2.HTTPError) as exc:
-            detail = str(exc).split("\n", 1)[0] or type(exc).__name__
-            raise UpstreamError(f"{self.spec}: {detail}") from None
+        except (OSError, EOFError, ValueError, dns.exception.DNSException) as exc:
+            raise UpstreamError(f"{self.spec}: {_first_line(exc)}") from None
 
     async def _udp(self, query_wire: bytes) -> bytes:
         loop = asyncio.get_running_loop()
@@ -347,6 +352,8 @@ class Upstream:
         return query_wire[:2] + response[2:]
 
     async def _tls(self, query_wire: bytes) -> bytes:
+        import dns.asyncquery
+
         query = dns.message.from_wire(query_wire)
         address = await self._host_address()
 
@@ -372,12 +379,18 @@ class Upstream:
         return connection
 
     async def _https(self, query_wire: bytes) -> bytes:
+        import dns.asyncquery
+        import httpx2
+
         query = dns.message.from_wire(query_wire)
         query.id = 0  # RFC 8484 4.1: friendlier to HTTP caches
         name = self.spec.tls_name
         url = f"https://{f'[{name}]' if ':' in name else name}:{self.spec.port}{self.spec.path}"
         client = await self._doh_client()
-        response = await dns.asyncquery.https(query, url, client=client)
+        try:
+            response = await dns.asyncquery.https(query, url, client=client)
+        except httpx2.HTTPError as exc:
+            raise UpstreamError(f"{self.spec}: {_first_line(exc)}") from None
         return query_wire[:2] + response.to_wire()[2:]
 
     async def _host_address(self) -> str:
@@ -390,6 +403,8 @@ class Upstream:
 
     async def _doh_client(self) -> httpx2.AsyncClient:
         """One client per upstream, so connections (and HTTP/2 streams) are reused."""
+        import httpx2
+
         address = await self._host_address()
         if self._client is None:
             # dnspython's transport connects to `address` but verifies the URL's host name.
@@ -406,6 +421,10 @@ class Upstream:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).split("\n", 1)[0] or type(exc).__name__
 
 
 def is_ip(host: str) -> bool:

@@ -266,6 +266,15 @@ def test_an_expired_answer_is_served_stale_while_the_upstream_is_down(tmp_path: 
                 break
             time.sleep(0.2)
         assert rules[0] == "stale: no upstream answered"  # newest first
+        status_command = aidns_command("status", f"--data-dir={server.data_dir}")
+        deadline = time.monotonic() + 10
+        while "expired cache entries" not in (
+            shown := subprocess.run(status_command, capture_output=True, text=True).stdout
+        ):
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.3)
+        assert "answered 1 queries from expired cache entries" in shown
+        assert f"upstreams: 127.0.0.1:{upstream.port} failing (2 in a row)" in shown
     finally:
         server.stop()
         upstream.stop()

@@ -6,6 +6,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from aidns.cli.main import app
+from aidns.cli.rules import describe_upstream
 
 runner = CliRunner()
 
@@ -60,3 +61,15 @@ def test_pause_resume_and_status_without_a_server(tmp_path: Path) -> None:
     assert "PAUSED" not in run(tmp_path, "status", code=1)
     assert "until `aidns resume`" in run(tmp_path, "pause", "forever")
     assert "until resumed" in run(tmp_path, "status", code=1)
+
+
+def test_upstream_health_in_words() -> None:
+    assert describe_upstream({"upstream": "9.9.9.9", "rtt_ms": 12.5, "failures_in_a_row": 0}) == (
+        "9.9.9.9 12.5 ms"
+    )
+    assert describe_upstream({"upstream": "9.9.9.9", "rtt_ms": 12.5, "failures_in_a_row": 3}) == (
+        "9.9.9.9 failing (3 in a row)"
+    )
+    assert describe_upstream({"upstream": "1.1.1.1", "rtt_ms": None, "failures_in_a_row": 0}) == (
+        "1.1.1.1 not asked yet"
+    )
