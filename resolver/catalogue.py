@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from aidns.resolver import yamlio
 from aidns.resolver.config import Settings
 from aidns.resolver.datafiles import locked, read_pause, write_atomic
 from aidns.resolver.errors import ConfigError
@@ -121,7 +122,7 @@ def read_state(data_dir: Path) -> ListState:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
     try:
-        document = yaml.safe_load(text)
+        document = yamlio.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(
@@ -196,7 +197,7 @@ def list_names(directories: Iterable[Path]) -> dict[str, Path]:
         name = path.stem
         if path.suffix.lower() in YAML_SUFFIXES:
             try:
-                document = yaml.safe_load(path.read_text(encoding="utf-8"))
+                document = yamlio.load(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, yaml.YAMLError):
                 document = None
             if isinstance(document, dict) and document.get("name"):
@@ -515,8 +516,8 @@ def _validate_file(path: Path, seen: dict[str, str]) -> list[str]:
         return [f"{where}: shipped lists are .yaml files"]
     try:
         text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        document = yaml.safe_load(text)
+        node = yamlio.compose(text)
+        document = yamlio.load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return [f"{where}: not valid YAML: {exc}"]
     if not isinstance(document, dict) or not isinstance(node, yaml.MappingNode):

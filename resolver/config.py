@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from aidns.resolver import yamlio
 from aidns.resolver.caching import CacheConfig
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.querylog import QueryLogConfig
@@ -185,8 +186,8 @@ def read_config_file(path: Path | None, required: bool) -> ConfigFile:
     except UnicodeDecodeError:
         raise ConfigError("config is not UTF-8 text", source=str(path)) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        values = yaml.safe_load(text)
+        node = yamlio.compose(text)
+        values = yamlio.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(

@@ -30,15 +30,11 @@ from typing import Any
 
 import yaml
 
+from aidns.resolver import yamlio
 from aidns.resolver.errors import ListError
 from aidns.resolver.query import Action, Decision
 
 log = logging.getLogger(__name__)
-
-try:
-    _YamlLoader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _YamlLoader = yaml.SafeLoader
 
 BIG_LIST_ENTRIES = 2000
 NOT_LISTS = {"tools.yaml"}  # the catalogue of AI tools lives beside the lists
@@ -431,7 +427,7 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> ListError:
 
 def _entry_lines(text: str) -> list[int]:
     """Line numbers of the items of `domains:`, only computed when an entry is bad."""
-    node = yaml.compose(text, Loader=_YamlLoader)
+    node = yamlio.compose(text)
     if not isinstance(node, yaml.MappingNode):
         return []
     for key, value in node.value:
@@ -453,7 +449,7 @@ def load_yaml_list(path: Path) -> DomainList:
     """A curated list: `name`, `description`, `action`, `domains` (names or mappings)."""
     text = _read_bytes(path).decode("utf-8", "replace")
     try:
-        document = yaml.load(text, Loader=_YamlLoader)
+        document = yamlio.load(text)
     except yaml.YAMLError as exc:
         raise _yaml_error(path, exc) from None
     source = str(path)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from aidns.resolver import yamlio
 from aidns.resolver.query import ProcessInfo, Transport
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ def _load_file(path: Path) -> tuple[list[Tool], list[str]]:
     except (OSError, UnicodeDecodeError) as exc:
         return [], [f"{path}: cannot read: {exc}"]
     try:
-        document = yaml.safe_load(text)
+        document = yamlio.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from aidns.resolver import yamlio
 from aidns.resolver.datafiles import write_atomic
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.lists import DomainList, DomainMatcher, ListAction, Rule, normalize_domain
@@ -76,8 +77,8 @@ def load_rules(path: Path) -> list[UserRule]:
     except OSError as exc:
         raise ConfigError(f"cannot read rules: {exc.strerror}", source=str(path)) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        document = yaml.safe_load(text)
+        node = yamlio.compose(text)
+        document = yamlio.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
