@@ -36,8 +36,28 @@ class ForwardingStage:
         self.cache = cache
         self._in_flight: dict[bytes, asyncio.Future[None]] = {}
         self._warned_down = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._prefetching: set[asyncio.Task[None]] = set()
+        cache.prefetch = self.prefetch
+
+    def prefetch(self, query: Query) -> None:
+        """Ask again in the background for a cached answer about to expire; from any thread."""
+        if self._loop is not None and not self._loop.is_closed():
+            refresh = Query(query.raw, (), query.transport, time.monotonic(), query.server)
+            self._loop.call_soon_threadsafe(self._start_prefetch, refresh)
+
+    def _start_prefetch(self, query: Query) -> None:
+        task = asyncio.ensure_future(self.resolve(query))
+        self._prefetching.add(task)
+        task.add_done_callback(self._prefetching.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._prefetching):
+            task.cancel()
+        await asyncio.gather(*self._prefetching, return_exceptions=True)
 
     async def resolve(self, query: Query) -> None:
+        self._loop = asyncio.get_running_loop()
         key = query.cache_key()
         leader = self._in_flight.get(key)
         if leader is not None:

@@ -126,13 +126,14 @@ class Resolver:
             default_catalogue([tools] if tools.exists() else []),
             budget_s=settings.attribution_budget_s,
         )
+        self.forwarding = ForwardingStage(self.pool, self.cache)
         stages, final = default_stages(
             access=self.access,
             attribution=self.attribution,
             process_rules=self.process_rules,
             blocking=self.blocking,
             caching=CachingStage(self.cache),
-            forwarding=ForwardingStage(self.pool, self.cache),
+            forwarding=self.forwarding,
         )
         self.query_log = QueryLog(settings.data_dir / DB_NAME, settings.query_log)
         observers: list[Observer] = []
@@ -208,7 +209,11 @@ class Resolver:
             "rules": self.rules.matcher.rule_count,
             "errors": self.errors,
             "query_log": {"written": self.query_log.written, "dropped": self.query_log.dropped},
-            "cache": {"entries": len(self.cache), "stale_answers": self.cache.stale_hits},
+            "cache": {
+                "entries": len(self.cache),
+                "stale_answers": self.cache.stale_hits,
+                "prefetches": self.cache.prefetches,
+            },
             "upstream_health": [
                 {
                     "upstream": str(upstream.spec),
@@ -271,6 +276,7 @@ class Resolver:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.server.stop()
             self.pipeline.flush_repeats(now=math.inf)
+            await self.forwarding.aclose()
             await self.pool.aclose()
             await asyncio.to_thread(self.query_log.stop)
             self._write_status()

@@ -175,3 +175,31 @@ def test_cached_ttls_are_kept_within_the_configured_bounds() -> None:
     response = cache.answer(make_query("www.example."), entry.stored_at + 0.5)
     assert response is not None
     assert [rrset.ttl for rrset in dns.message.from_wire(response).answer] == [60, 20]
+
+
+def test_a_hit_in_the_last_tenth_of_the_ttl_asks_for_a_refresh_once() -> None:
+    cache = AnswerCache(CacheConfig())
+    asked: list[str] = []
+    cache.prefetch = lambda query: asked.append(query.name)
+    expires_at = stored(cache, ttl=100)
+    assert cache.answer(make_query("www.example."), expires_at - 11) is not None
+    assert asked == []
+    assert cache.answer(make_query("www.example."), expires_at - 9) is not None
+    assert cache.answer(make_query("www.example."), expires_at - 5) is not None
+    assert asked == ["www.example"] and cache.prefetches == 1
+    refreshed_expires_at = stored(cache, ttl=100)  # the refreshed answer starts its own clock
+    assert cache.answer(make_query("www.example."), refreshed_expires_at - 50) is not None
+    assert asked == ["www.example"]
+    assert cache.answer(make_query("www.example."), refreshed_expires_at - 5) is not None
+    assert asked == ["www.example"] * 2
+
+
+def test_short_ttls_are_left_to_expire_and_the_last_second_counts() -> None:
+    cache = AnswerCache(CacheConfig())
+    asked: list[str] = []
+    cache.prefetch = lambda query: asked.append(query.name)
+    short = stored(cache, "short.example.", ttl=4)
+    assert cache.answer(make_query("short.example."), short - 0.5) is not None
+    ten = stored(cache, "ten.example.", ttl=10)
+    assert cache.answer(make_query("ten.example."), ten - 0.9) is not None  # 1 s, not 10%
+    assert asked == ["ten.example"]
