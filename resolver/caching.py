@@ -214,8 +214,8 @@ class AnswerCache:
         """For when no upstream answered: an answer that expired less than `serve_stale_s`
         ago, with TTL 30 s, and again for the next 30 s without asking; else None."""
         entry = self._entries.get(query.cache_key())
-        if entry is None or now - entry.expires_at > self.config.serve_stale_s:
-            return None
+        if entry is None or not 0 <= now - entry.expires_at <= self.config.serve_stale_s:
+            return None  # none, too old, or not expired: a failed refresh leaves it be
         entry.stale_until = now + STALE_TTL_S
         return self._render_stale(query, entry)
 

@@ -80,11 +80,19 @@ class ForwardingStage:
         try:
             response, upstream = await self.pool.resolve(query.raw)
         except UpstreamError as exc:
-            if not self._answer_stale(query, str(exc)):
+            if not self._warned_down:
+                log.warning(
+                    "no upstream answered (%s); answering from expired cache entries, "
+                    "else SERVFAIL, until one does",
+                    exc,
+                )
+                self._warned_down = True
+            if not self._answer_stale(query):
                 query.response = reply(query, Rcode.SERVFAIL)
                 query.decision = Decision(Action.ERROR, rule=str(exc))
             return
-        if response[3] & 0x0F == Rcode.SERVFAIL and self._answer_stale(query, "SERVFAIL"):
+        if response[3] & 0x0F == Rcode.SERVFAIL and self._answer_stale(query):
+            log.debug("%s: every upstream said SERVFAIL; answered stale", query.name)
             return
         self._warned_down = False
         query.response = response
@@ -93,15 +101,8 @@ class ForwardingStage:
             query.decision = _FORWARDED
         self.cache.store(query, response)
 
-    def _answer_stale(self, query: Query, problem: str) -> bool:
+    def _answer_stale(self, query: Query) -> bool:
         stale = self.cache.serve_stale(query, time.monotonic())
-        if not self._warned_down:
-            log.warning(
-                "no upstream answered (%s); answering from expired cache entries, "
-                "else SERVFAIL, until one does",
-                problem,
-            )
-            self._warned_down = True
         if stale is None:
             return False
         query.response = stale

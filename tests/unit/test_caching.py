@@ -203,3 +203,13 @@ def test_short_ttls_are_left_to_expire_and_the_last_second_counts() -> None:
     ten = stored(cache, "ten.example.", ttl=10)
     assert cache.answer(make_query("ten.example."), ten - 0.9) is not None  # 1 s, not 10%
     assert asked == ["ten.example"]
+
+
+def test_an_answer_not_yet_expired_is_never_served_as_stale() -> None:
+    cache = AnswerCache(CacheConfig())
+    expires_at = stored(cache)
+    assert (
+        cache.serve_stale(make_query("www.example."), expires_at - 10) is None
+    )  # a refresh failed
+    assert cache.answer(make_query("www.example."), expires_at + 1) is None  # so: ask upstream
+    assert cache.stale_hits == 0
