@@ -19,7 +19,7 @@ from aidns.resolver.errors import ConfigError
 from aidns.resolver.querylog import QueryLogConfig
 from aidns.resolver.replies import BlockResponse
 from aidns.resolver.server import ListenAddress, parse_listen
-from aidns.resolver.upstream import Scheme, UpstreamSpec, is_ip, parse_upstream
+from aidns.resolver.upstream import UpstreamSpec, is_ip, parse_upstream
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class Settings:
     disabled_lists: tuple[str, ...] = ()
     enabled_lists: tuple[str, ...] = ()
     list_dirs: tuple[Path, ...] = field(default=())
+    follow_resolv_conf: tuple[Path, ...] = ()  # no upstream configured: follow these files
 
     def describe(self) -> list[str]:
         """One line per setting, in pipeline order, for the start-up log and `serve --check`."""
@@ -107,8 +108,9 @@ class Settings:
             self.query_log.describe(),
             f"attribution: {'on' if self.attribution else 'off'}, "
             f"budget {self.attribution_budget_s * 1000:g} ms",
-            f"forwarding: {', '.join(map(str, self.upstreams))} ({self.upstream_source}), "
-            f"timeout {self.upstream_timeout_s:g} s"
+            f"forwarding: {', '.join(map(str, self.upstreams))} ({self.upstream_source}"
+            + (", following the system's nameservers" if self.follow_resolv_conf else "")
+            + f"), timeout {self.upstream_timeout_s:g} s"
             + (f", CA {self.upstream_ca}" if self.upstream_ca else ""),
             *(
                 [
@@ -330,7 +332,7 @@ def load_settings(
                 raise ConfigError(f"--upstream: {exc}") from None
             raise config.error("upstream", str(exc)) from None
     else:
-        upstreams, source, from_system = default_upstreams(data_dir, resolv_conf)
+        upstreams, source, from_system = default_upstreams(data_dir, resolv_conf, listen_addresses)
     check_no_loop(upstreams, listen_addresses)
     bootstrap_specs, bootstrap_source = _bootstrap(config, bootstrap, upstreams, resolv_conf)
     check_no_loop(bootstrap_specs, listen_addresses)
@@ -373,6 +375,7 @@ def load_settings(
         disabled_lists=tuple(map(str, lists_config.get("disable") or ())),
         enabled_lists=tuple(map(str, lists_config.get("enable") or ())),
         list_dirs=(shipped_lists_dir(), data_dir / "lists"),
+        follow_resolv_conf=() if upstream_texts else tuple(resolv_conf),
     )
 
 
@@ -430,11 +433,27 @@ def nameservers_from(resolv_conf: Path) -> list[str]:
     return servers
 
 
+def system_upstreams(
+    resolv_conf: Sequence[Path], listen: Sequence[ListenAddress] = ()
+) -> tuple[tuple[UpstreamSpec, ...], Path | None]:
+    """The first resolv.conf's nameservers that are neither loopback nor aidns itself."""
+    for path in resolv_conf:
+        specs = tuple(parse_upstream(f"[{s}]" if ":" in s else s) for s in nameservers_from(path))
+        specs = tuple(spec for spec in specs if not loops_to(spec, listen))
+        if specs:
+            return specs, path
+    return (), None
+
+
 def default_upstreams(
-    data_dir: Path, resolv_conf: Sequence[Path]
+    data_dir: Path, resolv_conf: Sequence[Path], listen: Sequence[ListenAddress] = ()
 ) -> tuple[tuple[UpstreamSpec, ...], str, bool]:
-    """(upstreams, where they came from, whether to remember them): remembered ones, else the
-    system's non-loopback nameservers, else public DoT."""
+    """(upstreams, where they came from, whether to remember them): the system's nameservers
+    as they are now, so that aidns follows the networks a laptop joins; else the ones
+    remembered from before the system pointed at aidns; else public DoT."""
+    specs, path = system_upstreams(resolv_conf, listen)
+    if specs:
+        return specs, f"from {path}", True
     remembered = data_dir / REMEMBERED_UPSTREAMS
     try:
         texts = [line.strip() for line in remembered.read_text().splitlines() if line.strip()]
@@ -448,11 +467,6 @@ def default_upstreams(
         pass
     except ConfigError as exc:
         log.warning("ignoring %s: %s", remembered, exc)
-    for path in resolv_conf:
-        servers = nameservers_from(path)
-        if servers:
-            specs = tuple(parse_upstream(f"[{s}]" if ":" in s else s) for s in servers)
-            return specs, f"from {path}", True
     nowhere = ", ".join(map(str, resolv_conf))
     return (
         (parse_upstream(FALLBACK_UPSTREAM),),
@@ -461,34 +475,43 @@ def default_upstreams(
     )
 
 
-def remember_upstreams(settings: Settings) -> None:
+def remember_upstreams(data_dir: Path, upstreams: Sequence[UpstreamSpec]) -> None:
     """Keep the system's upstreams, so they survive the system later pointing at aidns."""
-    if not settings.upstreams_from_system:
-        return
-    remembered = settings.data_dir / REMEMBERED_UPSTREAMS
+    remembered = data_dir / REMEMBERED_UPSTREAMS
+    text = "".join(f"{spec}\n" for spec in upstreams)
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        remembered.write_text("".join(f"{spec}\n" for spec in settings.upstreams))
+        if remembered.read_text() == text:
+            return
+    except OSError:
+        pass
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        remembered.write_text(text)
     except OSError as exc:
         log.warning("cannot remember upstreams in %s: %s", remembered, exc.strerror)
         return
-    log.info("remembered upstreams %s in %s", ", ".join(map(str, settings.upstreams)), remembered)
+    log.info("remembered upstreams %s in %s", ", ".join(map(str, upstreams)), remembered)
+
+
+def loops_to(spec: UpstreamSpec, listen: Sequence[ListenAddress]) -> ListenAddress | None:
+    """The listen address of ours that asking `spec` would ask, if any."""
+    try:
+        target = ipaddress.ip_address(spec.host)
+    except ValueError:
+        return None
+    for address in listen:
+        ours = ipaddress.ip_address(address.host)
+        same_host = ours == target or (ours.is_unspecified and target.version == ours.version)
+        if same_host and address.port == spec.port and spec.port != 0:
+            return address
+    return None
 
 
 def check_no_loop(upstreams: Sequence[UpstreamSpec], listen: Sequence[ListenAddress]) -> None:
     """Refuse an upstream that is one of our own listen addresses: we would ask ourselves."""
     for spec in upstreams:
-        if spec.scheme not in (Scheme.UDP, Scheme.TCP, Scheme.TLS, Scheme.HTTPS):
-            continue
-        try:
-            target = ipaddress.ip_address(spec.host)
-        except ValueError:
-            continue
-        for address in listen:
-            ours = ipaddress.ip_address(address.host)
-            same_host = ours == target or (ours.is_unspecified and target.version == ours.version)
-            if same_host and address.port == spec.port and spec.port != 0:
-                raise ConfigError(
-                    f"upstream {spec} is aidns's own listen address {address}: queries would loop. "
-                    "Give the real upstream with --upstream (see `aidns serve --help`)."
-                )
+        if (address := loops_to(spec, listen)) is not None:
+            raise ConfigError(
+                f"upstream {spec} is aidns's own listen address {address}: queries would loop. "
+                "Give the real upstream with --upstream (see `aidns serve --help`)."
+            )

@@ -19,7 +19,7 @@ from aidns.resolver.attribution import AttributionStage
 from aidns.resolver.blocking import BlockingStage
 from aidns.resolver.caching import AnswerCache, CachingStage
 from aidns.resolver.catalogue import apply_list_choices
-from aidns.resolver.config import Settings, remember_upstreams
+from aidns.resolver.config import Settings, default_upstreams, remember_upstreams
 from aidns.resolver.datafiles import PAUSE_NAME, read_pause, write_status
 from aidns.resolver.errors import AidnsError, ConfigError
 from aidns.resolver.forwarding import ForwardingStage
@@ -162,7 +162,8 @@ class Resolver:
             return
         for problem in rules.problems:
             log.error("%s", problem)
-        if settings.listen != self.settings.listen or settings.upstreams != self.settings.upstreams:
+        configured = not settings.follow_resolv_conf and settings.upstreams != self.pool.specs
+        if settings.listen != self.settings.listen or configured:
             log.warning("listen and upstream changes take effect when aidns restarts")
         self.access.allow_nets = settings.allow_nets
         self.blocking.matcher = rules.matcher
@@ -198,7 +199,7 @@ class Resolver:
             "reloaded": self.reloaded_at,
             "updated": time.time(),
             "listen": [f"{t} {a}" for t, a in self.server.bound],
-            "upstreams": [str(u) for u in self.settings.upstreams],
+            "upstreams": [str(spec) for spec in self.pool.specs],
             "queries": self.stats.queries,
             "by_verdict": by_action,
             "paused_until": self.blocking.paused_until,
@@ -254,12 +255,15 @@ class Resolver:
         reloader = Reloader(self.reload, watched, self.settings.list_dirs)
         reloader.start()  # before listening: a change right after start must not be missed
         await self.server.start()
-        remember_upstreams(self.settings)
+        if self.settings.upstreams_from_system:
+            remember_upstreams(self.settings.data_dir, self.settings.upstreams)
         tasks = [
             asyncio.create_task(self._keep_status()),
             asyncio.create_task(self._expire_pause()),
             asyncio.create_task(self._flush_repeats()),
         ]
+        if self.settings.follow_resolv_conf:
+            tasks.append(asyncio.create_task(self._follow_system_upstreams()))
         bound = sorted({str(address) for _transport, address in self.server.bound})
         notify(f"READY=1\nSTATUS=answering on {', '.join(bound)}")
         every_s = watchdog_interval_s()
@@ -281,6 +285,22 @@ class Resolver:
             await asyncio.to_thread(self.query_log.stop)
             self._write_status()
             log.info("stopped after %d queries", self.stats.queries)
+
+    async def _follow_system_upstreams(self, every_s: float = 2.0) -> None:
+        """With no upstream configured, ask what the system's resolv.conf names now: a laptop
+        that joins another network gets that network's nameservers within seconds."""
+        settings = self.settings
+        while True:
+            await asyncio.sleep(every_s)
+            specs, source, from_system = default_upstreams(
+                settings.data_dir, settings.follow_resolv_conf, settings.listen
+            )
+            if specs == self.pool.specs:
+                continue
+            await self.pool.replace(specs)
+            log.info("upstreams now %s (%s)", ", ".join(map(str, specs)), source)
+            if from_system:
+                remember_upstreams(settings.data_dir, specs)
 
     async def _ping_watchdog(self, every_s: float) -> None:
         """Pings only while the event loop runs and every listener is alive."""

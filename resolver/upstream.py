@@ -453,9 +453,27 @@ class UpstreamPool:
         if not specs:
             raise ConfigError("no upstream servers")
         self.bootstrap = UpstreamPool(bootstrap, timeout_s, verify) if bootstrap else None
-        find = self.bootstrap.find_address if self.bootstrap else None
-        self.upstreams = [Upstream(spec, verify, find) for spec in specs]
+        self.verify = verify
+        self.upstreams = [self._upstream(spec) for spec in specs]
         self.timeout_s = timeout_s
+
+    def _upstream(self, spec: UpstreamSpec) -> Upstream:
+        return Upstream(spec, self.verify, self.bootstrap.find_address if self.bootstrap else None)
+
+    @property
+    def specs(self) -> tuple[UpstreamSpec, ...]:
+        return tuple(upstream.spec for upstream in self.upstreams)
+
+    async def replace(self, specs: Sequence[UpstreamSpec]) -> None:
+        """Ask `specs` from now on; an upstream in both lists keeps its health and connections."""
+        if not specs:
+            raise ConfigError("no upstream servers")
+        current = {upstream.spec: upstream for upstream in self.upstreams}
+        self.upstreams = [
+            current.pop(spec) if spec in current else self._upstream(spec) for spec in specs
+        ]
+        for gone in current.values():
+            await gone.aclose()
 
     async def find_address(self, host: str) -> str:
         """An IPv4 address of `host`, else an IPv6 one, as these upstreams answer."""

@@ -13,6 +13,7 @@ from aidns.resolver.config import (
     remember_upstreams,
 )
 from aidns.resolver.errors import ConfigError
+from aidns.resolver.upstream import parse_upstream
 
 
 def settings_for(
@@ -92,12 +93,32 @@ def test_system_upstreams_are_remembered(tmp_path: Path) -> None:
     first = settings_for(tmp_path, resolv=resolv)
     assert [str(u) for u in first.upstreams] == ["192.0.2.53", "fd00::53"]
     assert first.upstreams_from_system
-    remember_upstreams(first)
+    remember_upstreams(first.data_dir, first.upstreams)
     later = settings_for(
         tmp_path, resolv="nameserver 127.0.0.1\n"
     )  # the system now points at aidns
     assert [str(u) for u in later.upstreams] == ["192.0.2.53", "fd00::53"]
     assert "remembered" in later.upstream_source
+    assert later.follow_resolv_conf == (tmp_path / "resolv.conf",)
+
+
+def test_the_system_nameservers_of_now_beat_the_remembered_ones(tmp_path: Path) -> None:
+    remember_upstreams(tmp_path / "data", [parse_upstream("192.0.2.53")])  # the home router
+    moved = settings_for(tmp_path, resolv="nameserver 198.51.100.53\n")  # a cafe's network
+    assert [str(u) for u in moved.upstreams] == ["198.51.100.53"]
+    assert moved.upstreams_from_system
+
+
+def test_a_system_nameserver_that_is_aidns_itself_is_skipped(tmp_path: Path) -> None:
+    resolv = "nameserver 192.0.2.7\nnameserver 192.0.2.8\n"
+    settings = settings_for(tmp_path, resolv=resolv, listen=["192.0.2.7:53"])
+    assert [str(u) for u in settings.upstreams] == ["192.0.2.8"]
+
+
+def test_configured_upstreams_are_not_followed(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, upstream=["192.0.2.1"], resolv="nameserver 192.0.2.9\n")
+    assert settings.follow_resolv_conf == ()
+    assert "following" not in "".join(settings.describe())
 
 
 def test_nameservers_from_skips_loopback_and_junk(tmp_path: Path) -> None:

@@ -707,3 +707,25 @@ def test_edns_survives_tls_and_https(
     sent, got = dns.message.from_wire(wire), dns.message.from_wire(received.wire)
     assert (got.ednsflags, got.payload, got.options) == (sent.ednsflags, sent.payload, sent.options)
     assert got.flags == sent.flags
+
+
+def test_replacing_the_upstreams_keeps_those_that_stay() -> None:
+    async def scenario(first: FakeNameserver, second: FakeNameserver) -> None:
+        pool = UpstreamPool([parse_upstream(first.hostport)])
+        try:
+            await pool.resolve(query_wire("before.test"))
+            (kept,) = pool.upstreams
+            await pool.replace([parse_upstream(second.hostport), parse_upstream(first.hostport)])
+            assert pool.upstreams[1] is kept and kept.rtt_s is not None  # its health stays
+            await pool.replace([parse_upstream(second.hostport)])
+            response, upstream = await pool.resolve(query_wire("after.test"))
+            assert upstream.spec == parse_upstream(second.hostport)
+            assert addresses(response) == ["192.0.2.2"]
+            with pytest.raises(ConfigError):
+                await pool.replace([])
+        finally:
+            await pool.aclose()
+
+    with FakeNameserver() as first, FakeNameserver(address="192.0.2.2") as second:
+        run(scenario(first, second))
+    assert first.queries_for("after.test") == 0
