@@ -69,13 +69,17 @@ def upstream_in(name: str) -> Iterator[None]:
 
 @contextmanager
 def serve_in(
-    name: str, data_dir: Path, config: Path, as_user: Sequence[str] = ()
+    name: str,
+    data_dir: Path,
+    config: Path,
+    as_user: Sequence[str] = (),
+    upstreams: Sequence[str] = (f"--upstream=127.0.0.1:{UPSTREAM_PORT}",),
 ) -> Iterator[subprocess.Popen[str]]:
-    """aidns on the namespace's 127.0.0.1:53, asking the namespace's dnsmasq."""
+    """aidns on the namespace's 127.0.0.1:53, asking the namespace's dnsmasq by default."""
     command = aidns_command(
         "serve",
         "--listen=127.0.0.1:53",
-        f"--upstream=127.0.0.1:{UPSTREAM_PORT}",
+        *upstreams,
         f"--data-dir={data_dir}",
         f"--config={config}",
     )
@@ -374,53 +378,38 @@ def test_with_no_upstream_configured_aidns_follows_the_networks_the_machine_join
     data_dir = tmp_path / "data"
     with namespace("nameserver 10.99.0.1\n") as name:
         resolv = NETNS_ETC / name / "resolv.conf"
+
+        def asked(qname: str) -> str:
+            dig = ["dig", "+short", "+tries=1", "+time=2", "@127.0.0.1", qname]
+            return str(run_in(name, dig).stdout.strip())
+
+        def answered_within(qname: str, expected: str, timeout_s: float = 10.0) -> bool:
+            deadline = time.monotonic() + timeout_s
+            while asked(qname) != expected:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.3)
+            return True
+
         nameservers = []
-        for index in (1, 2):
-            address = f"10.99.0.{index}"
-            run_in(name, ["ip", "addr", "add", f"{address}/32", "dev", "lo"], check=True)
-            command = dnsmasq_command(53, f"--address=/up.test/192.0.2.{index}", host=address)
-            nameservers.append(subprocess.Popen(in_netns(name, command), stderr=subprocess.PIPE))
-        server = subprocess.Popen(
-            in_netns(
-                name,
-                aidns_command(
-                    "serve", "--listen=127.0.0.1:53", f"--data-dir={data_dir}", f"--config={config}"
-                ),
-            ),
-            stderr=subprocess.PIPE,
-            text=True,
-        )
         try:
-            assert server.stderr is not None
-            for line in server.stderr:
-                if "listening on tcp" in line:
-                    break
-
-            def asked(qname: str) -> str:
-                dig = ["dig", "+short", "+tries=1", "+time=2", "@127.0.0.1", qname]
-                return str(run_in(name, dig).stdout.strip())
-
-            def answered_within(qname: str, expected: str, timeout_s: float = 10.0) -> bool:
-                deadline = time.monotonic() + timeout_s
-                while asked(qname) != expected:
-                    if time.monotonic() > deadline:
-                        return False
-                    time.sleep(0.3)
-                return True
-
-            assert answered_within("home.up.test", "192.0.2.1", timeout_s=2)
-            assert (data_dir / "upstreams.remembered").read_text() == "10.99.0.1\n"
-            resolv.write_text("nameserver 10.99.0.2\n")  # joined another network (in place)
-            assert answered_within("cafe-1.up.test", "192.0.2.2")
-            assert (data_dir / "upstreams.remembered").read_text() == "10.99.0.2\n"
-            resolv.write_text("nameserver 127.0.0.1\n")  # now the system asks aidns itself
-            time.sleep(2.5)
-            assert asked("cafe-2.up.test") == "192.0.2.2"  # the last network's, remembered
+            for index in (1, 2):
+                address = f"10.99.0.{index}"
+                run_in(name, ["ip", "addr", "add", f"{address}/32", "dev", "lo"], check=True)
+                command = dnsmasq_command(53, f"--address=/up.test/192.0.2.{index}", host=address)
+                nameservers.append(subprocess.Popen(in_netns(name, command)))
+            with serve_in(name, data_dir, config, upstreams=()) as server:
+                assert answered_within("home.up.test", "192.0.2.1", timeout_s=2)
+                assert (data_dir / "upstreams.remembered").read_text() == "10.99.0.1\n"
+                resolv.write_text("nameserver 10.99.0.2\n")  # joined another network, in place
+                assert answered_within("cafe-1.up.test", "192.0.2.2")
+                assert (data_dir / "upstreams.remembered").read_text() == "10.99.0.2\n"
+                resolv.write_text("nameserver 127.0.0.1\n")  # the system asks aidns itself now
+                time.sleep(2.5)
+                assert asked("cafe-2.up.test") == "192.0.2.2"  # the last network's, remembered
         finally:
-            server.terminate()
-            server.wait(10)
             for process in nameservers:
                 process.terminate()
                 process.wait(10)
-        log = server.stderr.read() if server.stderr else ""
+    log = server.stderr.read() if server.stderr else ""
     assert "upstreams now 10.99.0.2 (from /etc/resolv.conf)" in log, log
