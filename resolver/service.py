@@ -144,6 +144,8 @@ class Resolver:
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp_idle_timeout_s)
         self.started_at = time.time()
         self.reloaded_at: float | None = None
+        self.follow_resolv_conf = settings.follow_resolv_conf
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._apply_pause()
 
     def describe_lists(self) -> str:
@@ -162,9 +164,12 @@ class Resolver:
             return
         for problem in rules.problems:
             log.error("%s", problem)
-        configured = not settings.follow_resolv_conf and settings.upstreams != self.pool.specs
-        if settings.listen != self.settings.listen or configured:
-            log.warning("listen and upstream changes take effect when aidns restarts")
+        if settings.listen != self.settings.listen:
+            log.warning("listen changes take effect when aidns restarts")
+        self.follow_resolv_conf = settings.follow_resolv_conf
+        self.pool.timeout_s = settings.upstream_timeout_s
+        if not settings.follow_resolv_conf and settings.upstreams != self.pool.specs:
+            self._use_upstreams(settings)
         self.access.allow_nets = settings.allow_nets
         self.blocking.matcher = rules.matcher
         self.blocking.block_response = settings.block_response
@@ -235,7 +240,7 @@ class Resolver:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.set)
@@ -262,8 +267,7 @@ class Resolver:
             asyncio.create_task(self._expire_pause()),
             asyncio.create_task(self._flush_repeats()),
         ]
-        if self.settings.follow_resolv_conf:
-            tasks.append(asyncio.create_task(self._follow_system_upstreams()))
+        tasks.append(asyncio.create_task(self._follow_system_upstreams()))
         bound = sorted({str(address) for _transport, address in self.server.bound})
         notify(f"READY=1\nSTATUS=answering on {', '.join(bound)}")
         every_s = watchdog_interval_s()
@@ -292,8 +296,10 @@ class Resolver:
         settings = self.settings
         while True:
             await asyncio.sleep(every_s)
+            if not self.follow_resolv_conf:
+                continue
             specs, source, from_system = default_upstreams(
-                settings.data_dir, settings.follow_resolv_conf, settings.listen
+                settings.data_dir, self.follow_resolv_conf, settings.listen
             )
             if specs == self.pool.specs:
                 continue
@@ -301,6 +307,19 @@ class Resolver:
             log.info("upstreams now %s (%s)", ", ".join(map(str, specs)), source)
             if from_system:
                 remember_upstreams(settings.data_dir, specs)
+
+    def _use_upstreams(self, settings: Settings) -> None:
+        """From a reload's thread: the event loop swaps them in."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        replacing = self.pool.replace(settings.upstreams, settings.bootstrap)
+        try:
+            asyncio.run_coroutine_threadsafe(replacing, self._loop).result(timeout=10)
+        except Exception as exc:
+            log.error("reload: could not switch upstreams: %s", exc)
+            return
+        upstreams = ", ".join(map(str, settings.upstreams))
+        log.info("upstreams now %s (%s)", upstreams, settings.upstream_source)
 
     async def _ping_watchdog(self, every_s: float) -> None:
         """Pings only while the event loop runs and every listener is alive."""

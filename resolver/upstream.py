@@ -464,10 +464,16 @@ class UpstreamPool:
     def specs(self) -> tuple[UpstreamSpec, ...]:
         return tuple(upstream.spec for upstream in self.upstreams)
 
-    async def replace(self, specs: Sequence[UpstreamSpec]) -> None:
+    async def replace(
+        self, specs: Sequence[UpstreamSpec], bootstrap: Sequence[UpstreamSpec] = ()
+    ) -> None:
         """Ask `specs` from now on; an upstream in both lists keeps its health and connections."""
         if not specs:
             raise ConfigError("no upstream servers")
+        if bootstrap and self.bootstrap is not None:
+            await self.bootstrap.replace(bootstrap)
+        elif bootstrap:
+            self.bootstrap = UpstreamPool(bootstrap, self.timeout_s, self.verify)
         current = {upstream.spec: upstream for upstream in self.upstreams}
         self.upstreams = [
             current.pop(spec) if spec in current else self._upstream(spec) for spec in specs

@@ -102,14 +102,14 @@ def start_aidns(
     listen: tuple[str, ...] = ("127.0.0.1:0",),
     env: dict[str, str] | None = None,
 ) -> Aidns:
-    """Start the real server; `args` must include a loopback --upstream."""
-    assert any(a.startswith("--upstream") for a in args), (
-        "never start aidns without a loopback upstream"
-    )
+    """Start the real server; `args` or the config file must give a loopback upstream."""
     data_dir = tmp_path / "data"
     config = tmp_path / "config.yaml"
     if not config.exists():
         config.write_text("")
+    assert any(a.startswith("--upstream") for a in args) or (
+        "upstream: 127.0.0.1:" in config.read_text()
+    ), "never start aidns without a loopback upstream"
     listen_args = [f"--listen={address}" for address in listen]
     process = subprocess.Popen(
         aidns_command("serve", *listen_args, f"--data-dir={data_dir}", f"--config={config}", *args),

@@ -15,7 +15,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from .conftest import Aidns, Dnsmasq, aidns_command, start_aidns
+from .conftest import Aidns, Dnsmasq, aidns_command, start_aidns, start_dnsmasq
 
 EFFECT_S = 1.0
 
@@ -157,3 +157,25 @@ def test_reload_under_load_loses_no_query(server: Aidns) -> None:
         for thread in threads:
             thread.join()
     assert failures == [] and answered > 100
+
+
+def test_an_upstream_changed_in_the_config_is_used_without_a_restart(tmp_path: Path) -> None:
+    first = start_dnsmasq(tmp_path, "--address=/up.test/192.0.2.1")
+    second = start_dnsmasq(tmp_path, "--address=/up.test/192.0.2.2")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"upstream: 127.0.0.1:{first.port}\n")
+    server = start_aidns(tmp_path)
+    try:
+        assert answer(server, "one.up.test") == "192.0.2.1"
+        config.write_text(f"upstream: 127.0.0.1:{second.port}\nupstream_timeout: 1\n")
+        deadline = time.monotonic() + 5
+        while (got := answer(server, f"n{time.monotonic_ns()}.up.test")) != "192.0.2.2":
+            assert time.monotonic() < deadline, got
+            time.sleep(0.1)
+        assert "PAUSED" not in cli(server, "status")
+        assert f"upstreams: 127.0.0.1:{second.port}" in cli(server, "status")
+    finally:
+        server.stop()
+        first.stop()
+        second.stop()
+    assert not any("take effect when aidns restarts" in line for line in server.log)
