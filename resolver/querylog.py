@@ -40,6 +40,7 @@ from aidns.resolver.query import Decision, ProcessInfo, Query
 log = logging.getLogger(__name__)
 
 DB_NAME = "queries.db"
+ROWS_AT_ONCE = 2000
 RELEASE_AFTER_ROWS = 5000  # a batch this big leaves megabytes the heap would otherwise keep
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queries (
@@ -312,6 +313,33 @@ class QueryLog:
                 + (reversed_name(name),)
             )
 
+    def _store(self, chunks: Iterator[list[tuple[Any, ...]]], count: int) -> bool:
+        """Insert every chunk in one transaction; False when the log is off or failing."""
+        if not self.config.enabled:
+            return False
+        connection = self._open()
+        if connection is None:
+            self.dropped += count
+            return False
+        try:
+            with connection:
+                for rows in chunks:
+                    connection.executemany(_INSERT, rows)
+        except sqlite3.Error as exc:
+            self.dropped += count
+            self._fail(exc)
+            return False
+        self.written += count
+        return True
+
+    def _row_chunks(self, batch: Sequence[list[Any]]) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows a few thousand at a time, each mirrored as it is made: a full window at once
+        would be tens of megabytes that the heap keeps afterwards."""
+        for start in range(0, len(batch), ROWS_AT_ONCE):
+            rows = list(self._rows(batch[start : start + ROWS_AT_ONCE]))
+            self._mirror(rows)
+            yield rows
+
     def _summarize(self, tail: bytes, response: bytes, question_end: int) -> tuple[str, str]:
         summary = summarize(response, question_end)
         if len(self._summaries) > 10000:
@@ -327,24 +355,14 @@ class QueryLog:
         if not batch:
             self._retain_if_due()
             return
-        rows = list(self._rows(batch))
-        self._mirror(rows)
-        if not self.config.enabled:
+        chunks = self._row_chunks(batch)
+        stored = self._store(chunks, len(batch))
+        for _rows in chunks:
+            pass  # what the database did not take still reaches the mirror
+        if not stored:
             return
-        connection = self._open()
-        if connection is None:
-            self.dropped += len(rows)
-            return
-        try:
-            with connection:
-                connection.executemany(_INSERT, rows)
-        except sqlite3.Error as exc:
-            self.dropped += len(rows)
-            self._fail(exc)
-            return
-        self.written += len(rows)
-        if len(rows) >= RELEASE_AFTER_ROWS:
-            del batch, rows
+        if len(batch) >= RELEASE_AFTER_ROWS:
+            del batch, window
             release_memory()
         if self._failing is not None:
             log.warning(

@@ -14,6 +14,7 @@ import pytest
 
 from aidns.resolver.query import Action, Decision, ProcessInfo, Query
 from aidns.resolver.querylog import (
+    ROWS_AT_ONCE,
     QueryLog,
     QueryLogConfig,
     reversed_name,
@@ -139,6 +140,41 @@ def test_json_lines_mirror(tmp_path: Path) -> None:
         and record["verdict"] == "watched"
         and record["process"] == "ollama"
     )
+
+
+def test_a_big_window_is_written_whole_in_chunks_and_mirrored_even_when_the_db_fails(
+    tmp_path: Path,
+) -> None:
+    count = 2 * ROWS_AT_ONCE + 500
+    for enabled, expected_rows in ((True, count), (False, 0)):
+        mirror = tmp_path / f"{enabled}.jsonl"
+        path = tmp_path / f"{enabled}.db"
+        config = QueryLogConfig(enabled=enabled, batch_interval_s=60, jsonl=str(mirror))
+        querylog = QueryLog(path, config)
+        querylog.start()
+        for index in range(count):
+            querylog(answered(f"n{index}.example"))
+        querylog.stop()
+        assert len(mirror.read_text().splitlines()) == count
+        assert (len(rows(path)) if path.exists() else 0) == expected_rows
+    directory = tmp_path / "locked"
+    directory.mkdir()
+    querylog = QueryLog(
+        directory / "q.db", QueryLogConfig(batch_interval_s=60, jsonl=str(directory / "m.jsonl"))
+    )
+    querylog.start()
+    wait_for(lambda: (directory / "q.db").exists())
+    holder = sqlite3.connect(directory / "q.db", timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")  # the writer cannot get in
+    try:
+        for index in range(count):
+            querylog(answered(f"m{index}.example"))
+        querylog.stop()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert len((directory / "m.jsonl").read_text().splitlines()) == count
+    assert querylog.dropped == count and querylog.written == 0
 
 
 def test_locked_database_drops_then_recovers(
