@@ -35,6 +35,7 @@ QR, TC = 0x80, 0x02  # bits of the third header byte
 SERVFAIL, REFUSED = 2, 5
 EWMA_WEIGHT = 0.3  # weight of the newest RTT sample
 RETRY_AFTER_S = (2.0, 4.0, 8.0, 16.0, 32.0, 60.0)  # after 1, 2, ... failures in a row
+FIND_AGAIN_AFTER_FAILURES = 3  # an upstream given by name is looked up again after these
 STREAMS_KEPT = 4  # idle TCP or TLS connections kept open per upstream
 STREAM_IDLE_S = 10.0  # not reused after this long idle: servers close them (RFC 7766 6.2.3)
 
@@ -280,6 +281,7 @@ class Upstream:
         self._address = spec.host if is_ip(spec.host) else None
         self._looking_up = asyncio.Lock()
         self._client: httpx2.AsyncClient | None = None
+        self._client_address: str | None = None
         self.streams = StreamConnections(self._connect)
 
     def __repr__(self) -> str:
@@ -293,6 +295,8 @@ class Upstream:
     def record_failure(self, now_s: float) -> None:
         self.failures += 1
         self.last_failure_s = now_s
+        if self.failures % FIND_AGAIN_AFTER_FAILURES == 0 and not is_ip(self.spec.host):
+            self._address = None  # the name may point elsewhere now: look it up again
 
     def cooling_down(self, now_s: float) -> bool:
         """Failed lately: asked only after the healthy ones until the back-off has passed."""
@@ -406,7 +410,11 @@ class Upstream:
         import httpx2
 
         address = await self._host_address()
+        if self._client is not None and self._client_address != address:
+            client, self._client = self._client, None
+            await client.aclose()
         if self._client is None:
+            self._client_address = address
             # dnspython's transport connects to `address` but verifies the URL's host name.
             backend = dns.asyncbackend.get_backend("asyncio")
             transport_class = backend.get_transport_class()

@@ -729,3 +729,42 @@ def test_replacing_the_upstreams_keeps_those_that_stay() -> None:
     with FakeNameserver() as first, FakeNameserver(address="192.0.2.2") as second:
         run(scenario(first, second))
     assert first.queries_for("after.test") == 0
+
+
+@pytest.mark.parametrize("scheme", ["tls", "https"])
+def test_a_named_upstream_that_keeps_failing_is_looked_up_again(
+    cert: CertFiles, scheme: str
+) -> None:
+    server_class = FakeTlsNameserver if scheme == "tls" else FakeDohServer
+    with (
+        FakeNameserver(address="127.0.0.2") as bootstrap,  # where nothing listens: it moved
+        server_class(cert.server_context()) as started,
+    ):
+        path = "/dns-query" if scheme == "https" else ""
+        pool = UpstreamPool(
+            [parse_upstream(f"{scheme}://upstream.test:{started.port}{path}#dns.test")],
+            timeout_s=1,
+            verify=str(cert.cert),
+            bootstrap=[parse_upstream(bootstrap.hostport)],
+        )
+
+        async def scenario() -> list[str]:
+            outcomes = []
+            try:
+                for attempt in range(4):
+                    if attempt == 3:
+                        bootstrap.address = "127.0.0.1"  # the name now points at the server
+                    try:
+                        response, _ = await pool.resolve(query_wire(f"q{attempt}.test"))
+                        outcomes.append(addresses(response)[0])
+                    except UpstreamError:
+                        outcomes.append("failed")
+                    if attempt < 2:
+                        assert bootstrap.queries_for("upstream.test") == 1
+            finally:
+                await pool.aclose()
+            return outcomes
+
+        outcomes = run(scenario())
+    assert outcomes == ["failed", "failed", "failed", ANSWER]
+    assert bootstrap.queries_for("upstream.test") == 2
