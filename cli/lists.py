@@ -161,25 +161,13 @@ def show(
     data_dir: DataDirOption = None,
 ) -> None:
     """A list's entries, each with its action, purpose, what blocking it breaks, and evidence."""
-    from aidns.resolver.catalogue import show_list
+    from aidns.resolver.catalogue import entry_json, show_list
 
     try:
         info, loaded = show_list(command_settings(ctx, config, data_dir), name)
     except AidnsError as exc:
         raise fail(exc) from None
-    entries = [
-        {
-            "domain": rule.domain,
-            "match": "exact" if rule.exact else "subtree",
-            "action": str(rule.action),
-            "purpose": rule.purpose,
-            "breaks": rule.breaks,
-            "evidence": rule.evidence,
-            "verified": rule.verified,
-            "note": rule.note,
-        }
-        for rule in loaded.rules
-    ]
+    entries = [entry_json(rule) for rule in loaded.rules]
     if as_json:
         typer.echo(json.dumps({**info.as_json(), "list": entries}, indent=2))
         return

@@ -124,12 +124,7 @@ def read_state(data_dir: Path) -> ListState:
     try:
         document = yamlio.load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(
-            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-            source=str(path),
-            line=mark.line + 1 if mark is not None else None,
-        ) from None
+        raise yamlio.error(exc, path) from None
     document = document or {}
     names: dict[str, tuple[str, ...]] = {}
     if isinstance(document, dict) and set(document) <= {"enable", "disable"}:
@@ -402,14 +397,14 @@ class Verdict:
             "verdict": self.verdict,
             "rule": self.decision.rule if self.decision else None,
             "list": self.decision.list_name if self.decision else None,
-            "entry": _entry_json(entry) if entry else None,
+            "entry": entry_json(entry) if entry else None,
             "matches": [
                 {
                     "list": m.list_name,
                     "rule": m.rule,
                     "action": str(m.action),
                     "enabled": m.enabled,
-                    "entry": _entry_json(m.entry) if m.entry else None,
+                    "entry": entry_json(m.entry) if m.entry else None,
                 }
                 for m in self.matches
             ],
@@ -418,7 +413,8 @@ class Verdict:
         }
 
 
-def _entry_json(rule: Rule) -> dict[str, Any]:
+def entry_json(rule: Rule) -> dict[str, Any]:
+    """A list entry as the JSON of `aidns lists show` and `aidns check` gives it."""
     return {
         "domain": rule.domain,
         "match": "exact" if rule.exact else "subtree",

@@ -191,12 +191,7 @@ def read_config_file(path: Path | None, required: bool) -> ConfigFile:
         node = yamlio.compose(text)
         values = yamlio.load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(
-            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-            source=str(path),
-            line=mark.line + 1 if mark is not None else None,
-        ) from None
+        raise yamlio.error(exc, path) from None
     if values is None:
         return ConfigFile(path, {}, {})
     if not isinstance(values, dict) or not isinstance(node, yaml.MappingNode):

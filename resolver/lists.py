@@ -418,13 +418,6 @@ def release_memory() -> None:
         trim(0)
 
 
-def _yaml_error(path: Path, exc: yaml.YAMLError) -> ListError:
-    mark = getattr(exc, "problem_mark", None)
-    line = mark.line + 1 if mark is not None else None
-    problem = getattr(exc, "problem", None) or str(exc)
-    return ListError(f"not valid YAML: {problem}", source=str(path), line=line)
-
-
 def _entry_lines(text: str) -> list[int]:
     """Line numbers of the items of `domains:`, only computed when an entry is bad."""
     node = yamlio.compose(text)
@@ -451,7 +444,7 @@ def load_yaml_list(path: Path) -> DomainList:
     try:
         document = yamlio.load(text)
     except yaml.YAMLError as exc:
-        raise _yaml_error(path, exc) from None
+        raise yamlio.error(exc, path, ListError) from None
     source = str(path)
     if not isinstance(document, dict):
         raise ListError("a list file must be a mapping with `name` and `domains`", source=source)

@@ -212,9 +212,7 @@ def _load_file(path: Path) -> tuple[list[Tool], list[str]]:
     try:
         document = yamlio.load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        return [], [f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"]
+        return [], [str(yamlio.error(exc, path))]
     if not isinstance(document, dict) or not isinstance(document.get("tools"), list):
         return [], [f"{path}: a tool catalogue is a mapping with a `tools:` list"]
     tools: list[Tool] = []

@@ -80,11 +80,7 @@ def load_rules(path: Path) -> list[UserRule]:
         node = yamlio.compose(text)
         document = yamlio.load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}", source=str(path), line=line
-        ) from None
+        raise yamlio.error(exc, path) from None
     if document is None:
         return []
     entries = document.get("rules") if isinstance(document, dict) else None
