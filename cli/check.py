@@ -26,7 +26,7 @@ def check(
 
     Exits 1 when NAME is blocked and 0 otherwise, so scripts can test it.
     """
-    from aidns.resolver.catalogue import check_name
+    from aidns.resolver.rules.catalogue import check_name
 
     try:
         verdict = check_name(command_settings(ctx, config, data_dir), name)

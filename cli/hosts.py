@@ -11,7 +11,7 @@ from aidns.cli.errors import fail
 from aidns.cli.serve import ConfigOption, DataDirOption
 from aidns.resolver.config import load_settings
 from aidns.resolver.errors import AidnsError
-from aidns.resolver.hostsfile import (
+from aidns.resolver.system.hostsfile import (
     HostsChange,
     HostsEntries,
     apply_hosts,
@@ -22,7 +22,7 @@ from aidns.resolver.hostsfile import (
     remove_hosts,
     sinkhole_entries,
 )
-from aidns.resolver.sysfiles import shell_line
+from aidns.resolver.system.sysfiles import shell_line
 
 hosts_app = typer.Typer(
     name="hosts",

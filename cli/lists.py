@@ -17,7 +17,7 @@ from aidns.cli.serve import ConfigOption, DataDirOption
 from aidns.cli.table import render, when
 from aidns.resolver.config import Settings, load_settings
 from aidns.resolver.errors import AidnsError
-from aidns.resolver.lists import ListAction
+from aidns.resolver.rules.lists import ListAction
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 TimeoutOption = Annotated[
@@ -70,7 +70,7 @@ def lists(
     """Every list: name, action, on or off (and who said so), entries, source, last update."""
     if ctx.invoked_subcommand is not None:
         return
-    from aidns.resolver.catalogue import list_infos
+    from aidns.resolver.rules.catalogue import list_infos
 
     try:
         infos, problems = list_infos(command_settings(ctx, config, data_dir))
@@ -111,7 +111,7 @@ def lists(
 def _switch(
     ctx: typer.Context, name: str, enabled: bool, config: Path | None, data: Path | None
 ) -> None:
-    from aidns.resolver.catalogue import set_list_enabled
+    from aidns.resolver.rules.catalogue import set_list_enabled
 
     try:
         settings = command_settings(ctx, config, data)
@@ -161,7 +161,7 @@ def show(
     data_dir: DataDirOption = None,
 ) -> None:
     """A list's entries, each with its action, purpose, what blocking it breaks, and evidence."""
-    from aidns.resolver.catalogue import entry_json, show_list
+    from aidns.resolver.rules.catalogue import entry_json, show_list
 
     try:
         info, loaded = show_list(command_settings(ctx, config, data_dir), name)
@@ -219,7 +219,7 @@ def add(
     A URL is fetched into <data-dir>/lists/ and refreshed by `aidns lists update`; a local
     file is copied there.
     """
-    from aidns.resolver.subscriptions import add_list
+    from aidns.resolver.rules.subscriptions import add_list
 
     try:
         done = add_list(command_settings(ctx, config, data_dir), source, name, action, timeout)
@@ -251,7 +251,7 @@ def update(
 
     Exits 1 when any list failed to refresh (its last good copy stays in use).
     """
-    from aidns.resolver.subscriptions import update_lists
+    from aidns.resolver.rules.subscriptions import update_lists
 
     try:
         settings = command_settings(ctx, config, data_dir)
@@ -281,7 +281,7 @@ def remove(
     data_dir: DataDirOption = None,
 ) -> None:
     """Delete a list from <data-dir>/lists/ (shipped lists can only be disabled)."""
-    from aidns.resolver.subscriptions import remove_list
+    from aidns.resolver.rules.subscriptions import remove_list
 
     try:
         path = remove_list(command_settings(ctx, config, data_dir), name)

@@ -14,8 +14,8 @@ from aidns.cli.serve import ConfigOption, DataDirOption
 from aidns.cli.table import render, when
 from aidns.resolver.config import resolve_data_dir
 from aidns.resolver.errors import AidnsError
-from aidns.resolver.logsearch import LogFilter, QueryLogReader, parse_time
-from aidns.resolver.querylog import COLUMNS, DB_NAME
+from aidns.resolver.querylog.reader import LogFilter, QueryLogReader, parse_time
+from aidns.resolver.querylog.writer import COLUMNS, DB_NAME
 
 SinceOption = Annotated[
     str | None, typer.Option(help="Only since then: 30m, 2h, 1d, or a date/time.")

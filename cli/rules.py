@@ -16,6 +16,7 @@ import typer
 from aidns.cli.errors import fail
 from aidns.cli.serve import ConfigOption, DataDirOption
 from aidns.cli.table import render, when
+from aidns.resolver.app import build_rules
 from aidns.resolver.config import load_settings, resolve_data_dir
 from aidns.resolver.datafiles import (
     PAUSE_NAME,
@@ -26,10 +27,10 @@ from aidns.resolver.datafiles import (
     write_atomic,
 )
 from aidns.resolver.errors import AidnsError, ConfigError
-from aidns.resolver.logsearch import QueryLogReader, parse_time
 from aidns.resolver.query import Action
-from aidns.resolver.querylog import DB_NAME
-from aidns.resolver.rules import (
+from aidns.resolver.querylog.reader import QueryLogReader, parse_time
+from aidns.resolver.querylog.writer import DB_NAME
+from aidns.resolver.rules.user import (
     RULES_NAME,
     Change,
     UserRule,
@@ -39,7 +40,6 @@ from aidns.resolver.rules import (
     plan_surgical,
     remove_rules,
 )
-from aidns.resolver.service import build_rules
 
 NoteOption = Annotated[str, typer.Option(help="Why: shown by `aidns rules`.")]
 DEFAULT_PAUSE = "5m"

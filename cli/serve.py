@@ -79,8 +79,8 @@ def serve(
     ] = False,
 ) -> None:
     """Answer DNS on the listen addresses: sinkhole listed names, forward and cache the rest."""
+    from aidns.resolver.app import Resolver, ensure_data_dir
     from aidns.resolver.config import Settings, load_settings
-    from aidns.resolver.service import Resolver, ensure_data_dir
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
 

@@ -11,10 +11,10 @@ import typer
 from aidns.cli.errors import fail
 from aidns.cli.serve import ConfigOption, DataDirOption
 from aidns.resolver.config import resolve_data_dir
-from aidns.resolver.doctor import healthy, run_doctor
 from aidns.resolver.errors import AidnsError
-from aidns.resolver.install import carry_out, find_executable, plan_install, plan_uninstall
-from aidns.resolver.sysdns import Machine, Mode, Report, read_record, revert_dns, setup_dns
+from aidns.resolver.system.doctor import healthy, run_doctor
+from aidns.resolver.system.install import carry_out, find_executable, plan_install, plan_uninstall
+from aidns.resolver.system.setupdns import Machine, Mode, Report, read_record, revert_dns, setup_dns
 
 RootOption = Annotated[
     Path,

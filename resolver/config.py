@@ -14,12 +14,12 @@ from typing import Any
 import yaml
 
 from aidns.resolver import yamlio
-from aidns.resolver.caching import CacheConfig
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.querylog import QueryLogConfig
+from aidns.resolver.querylog.writer import QueryLogConfig
 from aidns.resolver.replies import BlockResponse
 from aidns.resolver.server import ListenAddress, parse_listen
-from aidns.resolver.upstream import UpstreamSpec, is_ip, parse_upstream
+from aidns.resolver.stages.caching import CacheConfig
+from aidns.resolver.upstream.pool import UpstreamSpec, is_ip, parse_upstream
 
 log = logging.getLogger(__name__)
 

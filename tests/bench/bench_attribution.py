@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from aidns.resolver.procinfo import DEFAULT_BUDGET_S, default_catalogue, default_lookup
+from aidns.resolver.procinfo.lookup import DEFAULT_BUDGET_S, default_catalogue, default_lookup
 from aidns.resolver.query import Transport
 
 # Idle processes holding many fds: one parent forks them; all exit when its stdin closes.

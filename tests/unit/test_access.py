@@ -6,8 +6,8 @@ import dns.message
 import dns.rcode
 import pytest
 
-from aidns.resolver.access import AccessStage
 from aidns.resolver.query import Action
+from aidns.resolver.stages.access import AccessStage
 
 from .helpers import make_query
 

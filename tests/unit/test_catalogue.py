@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aidns.resolver.catalogue import (
+from aidns.resolver.app import build_rules
+from aidns.resolver.config import Settings, load_settings, shipped_lists_dir
+from aidns.resolver.errors import ConfigError
+from aidns.resolver.query import Action
+from aidns.resolver.rules.catalogue import (
     STATE_NAME,
     UnknownListError,
     check_name,
@@ -17,11 +21,7 @@ from aidns.resolver.catalogue import (
     show_list,
     validate_catalogue,
 )
-from aidns.resolver.config import Settings, load_settings, shipped_lists_dir
-from aidns.resolver.errors import ConfigError
-from aidns.resolver.lists import DomainMatcher, ListAction, list_files, load_list, load_lists
-from aidns.resolver.query import Action
-from aidns.resolver.service import build_rules
+from aidns.resolver.rules.lists import DomainMatcher, ListAction, list_files, load_list, load_lists
 
 SHIPPED = shipped_lists_dir()
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from aidns.cli.main import app
 from aidns.resolver.query import Action, Decision, ProcessInfo
-from aidns.resolver.querylog import DB_NAME, QueryLog, QueryLogConfig
+from aidns.resolver.querylog.writer import DB_NAME, QueryLog, QueryLogConfig
 from aidns.resolver.replies import BlockResponse
 
 from .helpers import make_query
@@ -124,7 +124,7 @@ def test_no_log_yet(tmp_path: Path) -> None:
 
 
 def test_time_parsing() -> None:
-    from aidns.resolver.logsearch import parse_time
+    from aidns.resolver.querylog.reader import parse_time
 
     now = 1_800_000_000.0
     assert parse_time("90s", option="--since", now=now) == now - 90

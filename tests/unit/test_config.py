@@ -13,7 +13,7 @@ from aidns.resolver.config import (
     remember_upstreams,
 )
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.upstream import parse_upstream
+from aidns.resolver.upstream.pool import parse_upstream
 
 
 def settings_for(

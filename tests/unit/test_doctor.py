@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from aidns.cli.main import app
 from aidns.resolver.config import Settings, load_settings
-from aidns.resolver.doctor import (
+from aidns.resolver.server import ListenAddress
+from aidns.resolver.system.doctor import (
     Check,
     Holder,
     Status,
@@ -29,9 +30,8 @@ from aidns.resolver.doctor import (
     run_doctor,
     socket_holders,
 )
-from aidns.resolver.server import ListenAddress
-from aidns.resolver.sysdns import Machine
-from aidns.resolver.sysfiles import CommandResult
+from aidns.resolver.system.setupdns import Machine
+from aidns.resolver.system.sysfiles import CommandResult
 from tests.helpers import dnsmasq
 from tests.helpers.certs import make_cert
 from tests.helpers.dnsserver import FakeTlsNameserver

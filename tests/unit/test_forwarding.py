@@ -7,10 +7,10 @@ import time
 
 import dns.message
 
-from aidns.resolver.caching import AnswerCache, CacheConfig
-from aidns.resolver.forwarding import ForwardingStage
 from aidns.resolver.query import Query, Transport
-from aidns.resolver.upstream import UpstreamPool, parse_upstream
+from aidns.resolver.stages.caching import AnswerCache, CacheConfig
+from aidns.resolver.stages.forwarding import ForwardingStage
+from aidns.resolver.upstream.pool import UpstreamPool, parse_upstream
 
 from ..helpers.dnsserver import Behaviour, FakeNameserver
 from .helpers import make_wire

@@ -15,7 +15,10 @@ from typer.testing import CliRunner
 from aidns.cli.main import app
 from aidns.resolver.config import load_settings
 from aidns.resolver.errors import AidnsError
-from aidns.resolver.hostsfile import (
+from aidns.resolver.query import Action, Decision, ProcessInfo
+from aidns.resolver.querylog.writer import DB_NAME, QueryLog, QueryLogConfig
+from aidns.resolver.replies import BlockResponse
+from aidns.resolver.system.hostsfile import (
     BEGIN,
     BEGIN_ADDED_BREAK,
     END,
@@ -28,10 +31,7 @@ from aidns.resolver.hostsfile import (
     with_block,
     without_block,
 )
-from aidns.resolver.query import Action, Decision, ProcessInfo
-from aidns.resolver.querylog import DB_NAME, QueryLog, QueryLogConfig
-from aidns.resolver.replies import BlockResponse
-from aidns.resolver.sysfiles import CommandResult
+from aidns.resolver.system.sysfiles import CommandResult
 
 from .helpers import make_query
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from aidns.resolver.errors import ListError
-from aidns.resolver.lists import (
+from aidns.resolver.query import Action
+from aidns.resolver.rules.lists import (
     BIG_LIST_ENTRIES,
     DomainMatcher,
     ListAction,
@@ -16,7 +17,6 @@ from aidns.resolver.lists import (
     load_lists,
     load_text_list,
 )
-from aidns.resolver.query import Action
 
 
 def write(path: Path, *lines: str) -> Path:

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from aidns.resolver.errors import ListError
-from aidns.resolver.lists import (
+from aidns.resolver.query import Action
+from aidns.resolver.rules.lists import (
     BIG_LIST_ENTRIES,
     DomainList,
     DomainMatcher,
@@ -16,7 +17,6 @@ from aidns.resolver.lists import (
     load_text_list,
     normalize_domain,
 )
-from aidns.resolver.query import Action
 
 
 def rules(action: ListAction, *names: str, list_name: str = "test") -> DomainList:

@@ -6,17 +6,17 @@ import math
 import time
 from typing import Any, ClassVar
 
-from aidns.resolver.access import AccessStage
-from aidns.resolver.attribution import AttributionStage
-from aidns.resolver.blocking import BlockingStage
-from aidns.resolver.caching import AnswerCache, CacheConfig, CachingStage
-from aidns.resolver.forwarding import ForwardingStage
-from aidns.resolver.lists import DomainList, DomainMatcher, ListAction, Rule
 from aidns.resolver.pipeline import Pipeline, default_stages
-from aidns.resolver.procinfo import NullProcessLookup
+from aidns.resolver.procinfo.lookup import NullProcessLookup
 from aidns.resolver.query import Action, Query, Transport
 from aidns.resolver.replies import BlockResponse
-from aidns.resolver.upstream import UpstreamPool, parse_upstream
+from aidns.resolver.rules.lists import DomainList, DomainMatcher, ListAction, Rule
+from aidns.resolver.stages.access import AccessStage
+from aidns.resolver.stages.attribution import AttributionStage
+from aidns.resolver.stages.blocking import BlockingStage
+from aidns.resolver.stages.caching import AnswerCache, CacheConfig, CachingStage
+from aidns.resolver.stages.forwarding import ForwardingStage
+from aidns.resolver.upstream.pool import UpstreamPool, parse_upstream
 
 from .helpers import make_wire
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aidns.resolver import procinfo_macos as macos
-from aidns.resolver.procinfo import (
+from aidns.resolver.procinfo import macos as macos
+from aidns.resolver.procinfo.lookup import (
     NullProcessLookup,
     ProcessLookup,
     Tool,
@@ -37,7 +37,7 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 def test_default_lookup_fits_the_platform() -> None:
     lookup: ProcessLookup = default_lookup()
     if sys.platform.startswith("linux"):
-        from aidns.resolver.procinfo_linux import LinuxProcessLookup
+        from aidns.resolver.procinfo.linux import LinuxProcessLookup
 
         assert isinstance(lookup, LinuxProcessLookup)
     elif sys.platform == "darwin":

@@ -19,7 +19,7 @@ import pytest
 if not sys.platform.startswith("linux"):
     pytest.skip("Linux attribution", allow_module_level=True)
 
-from aidns.resolver.procinfo_linux import (
+from aidns.resolver.procinfo.linux import (
     FallbackSockets,
     LinuxProcessLookup,
     NetlinkSockets,

@@ -13,7 +13,7 @@ import dns.rrset
 import pytest
 
 from aidns.resolver.query import Action, Decision, ProcessInfo, Query
-from aidns.resolver.querylog import (
+from aidns.resolver.querylog.writer import (
     ROWS_AT_ONCE,
     QueryLog,
     QueryLogConfig,

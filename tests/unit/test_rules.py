@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.lists import DomainMatcher
 from aidns.resolver.query import Action, ProcessInfo
 from aidns.resolver.replies import BlockResponse
-from aidns.resolver.rules import (
+from aidns.resolver.rules.lists import DomainMatcher
+from aidns.resolver.rules.user import (
     ProcessRules,
     ProcessRulesStage,
     UserRule,

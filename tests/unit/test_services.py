@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from aidns.cli.main import app
 from aidns.resolver.errors import AidnsError
-from aidns.resolver.install import (
+from aidns.resolver.system.install import (
     LAUNCHD_LABEL,
     find_executable,
     plan_install,
@@ -20,8 +20,8 @@ from aidns.resolver.install import (
     render_plist,
     render_unit,
 )
-from aidns.resolver.sdnotify import notify, watchdog_interval_s
-from aidns.resolver.sysdns import RECORD_NAME
+from aidns.resolver.system.sdnotify import notify, watchdog_interval_s
+from aidns.resolver.system.setupdns import RECORD_NAME
 
 runner = CliRunner()
 REPO = Path(__file__).parent.parent.parent

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from aidns.resolver.catalogue import check_name, list_infos, read_state, set_list_enabled
 from aidns.resolver.config import Settings, load_settings
 from aidns.resolver.errors import ConfigError, ListError
-from aidns.resolver.lists import ListAction
-from aidns.resolver.subscriptions import (
+from aidns.resolver.rules.catalogue import check_name, list_infos, read_state, set_list_enabled
+from aidns.resolver.rules.lists import ListAction
+from aidns.resolver.rules.subscriptions import (
     FetchError,
     add_list,
     default_name,

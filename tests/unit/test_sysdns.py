@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from aidns.cli.main import app
 from aidns.resolver.errors import AidnsError
-from aidns.resolver.sysdns import (
+from aidns.resolver.system.setupdns import (
     Machine,
     Mode,
     Nameserver,
@@ -26,7 +26,7 @@ from aidns.resolver.sysdns import (
     revert_dns,
     setup_dns,
 )
-from aidns.resolver.sysfiles import CommandResult, FileState, is_mount_point
+from aidns.resolver.system.sysfiles import CommandResult, FileState, is_mount_point
 
 runner = CliRunner()
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "macos"

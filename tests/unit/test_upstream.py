@@ -19,7 +19,7 @@ import dns.rcode
 import pytest
 
 from aidns.resolver.errors import ConfigError, UpstreamError
-from aidns.resolver.upstream import Scheme, Upstream, UpstreamPool, parse_upstream
+from aidns.resolver.upstream.pool import Scheme, Upstream, UpstreamPool, parse_upstream
 
 from ..helpers import dnsmasq
 from ..helpers.certs import CertFiles, make_cert

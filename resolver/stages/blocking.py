@@ -15,9 +15,9 @@ import math
 import time
 from typing import ClassVar
 
-from aidns.resolver.lists import DomainMatcher
 from aidns.resolver.query import Action, Decision, Query
 from aidns.resolver.replies import BlockResponse
+from aidns.resolver.rules.lists import DomainMatcher
 
 
 class BlockingStage:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from aidns.resolver.procinfo import (
+from aidns.resolver.procinfo.lookup import (
     CMDLINE_READ_BYTES,
     DEFAULT_BUDGET_S,
     trim_cmdline,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aidns.resolver.errors import AidnsError
-from aidns.resolver.sysfiles import Runner, replace_file, run_command, shell_line, under
+from aidns.resolver.system.sysfiles import Runner, replace_file, run_command, shell_line, under
 
 UNIT_NAME = "aidns.service"
 UNIT_PATH = "/etc/systemd/system/aidns.service"

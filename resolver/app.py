@@ -14,16 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aidns.resolver.access import AccessStage
-from aidns.resolver.attribution import AttributionStage
-from aidns.resolver.blocking import BlockingStage
-from aidns.resolver.caching import AnswerCache, CachingStage
-from aidns.resolver.catalogue import apply_list_choices
 from aidns.resolver.config import Settings, default_upstreams, remember_upstreams
 from aidns.resolver.datafiles import PAUSE_NAME, read_pause, write_status
 from aidns.resolver.errors import AidnsError, ConfigError
-from aidns.resolver.forwarding import ForwardingStage
-from aidns.resolver.lists import (
+from aidns.resolver.pipeline import Observer, Pipeline, default_stages
+from aidns.resolver.procinfo.lookup import (
+    CATALOGUE_FILE,
+    NullProcessLookup,
+    default_catalogue,
+    default_lookup,
+)
+from aidns.resolver.querylog.writer import DB_NAME, QueryLog
+from aidns.resolver.rules.catalogue import apply_list_choices
+from aidns.resolver.rules.lists import (
     DomainList,
     DomainMatcher,
     ListAction,
@@ -31,25 +34,22 @@ from aidns.resolver.lists import (
     load_lists,
     normalize_domain,
 )
-from aidns.resolver.pipeline import Observer, Pipeline, default_stages
-from aidns.resolver.procinfo import (
-    CATALOGUE_FILE,
-    NullProcessLookup,
-    default_catalogue,
-    default_lookup,
-)
-from aidns.resolver.querylog import DB_NAME, QueryLog
-from aidns.resolver.reload import Reloader
-from aidns.resolver.rules import (
+from aidns.resolver.rules.reload import Reloader
+from aidns.resolver.rules.user import (
     RULES_NAME,
     ProcessRules,
     ProcessRulesStage,
     load_rules,
     rule_lists,
 )
-from aidns.resolver.sdnotify import notify, watchdog_interval_s
 from aidns.resolver.server import DnsServer
-from aidns.resolver.upstream import UpstreamPool
+from aidns.resolver.stages.access import AccessStage
+from aidns.resolver.stages.attribution import AttributionStage
+from aidns.resolver.stages.blocking import BlockingStage
+from aidns.resolver.stages.caching import AnswerCache, CachingStage
+from aidns.resolver.stages.forwarding import ForwardingStage
+from aidns.resolver.system.sdnotify import notify, watchdog_interval_s
+from aidns.resolver.upstream.pool import UpstreamPool
 
 log = logging.getLogger(__name__)
 

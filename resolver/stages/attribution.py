@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
-from aidns.resolver.procinfo import ProcessLookup, ToolCatalogue
+from aidns.resolver.procinfo.lookup import ProcessLookup, ToolCatalogue
 from aidns.resolver.query import ProcessInfo, Query, Transport
 
 log = logging.getLogger(__name__)

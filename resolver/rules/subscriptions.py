@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from aidns.resolver.catalogue import LIST_NAME, forget_list, list_names, read_source
 from aidns.resolver.config import Settings
 from aidns.resolver.datafiles import locked, write_atomic
 from aidns.resolver.errors import AidnsError, ConfigError, ListError
-from aidns.resolver.lists import (
+from aidns.resolver.rules.catalogue import LIST_NAME, forget_list, list_names, read_source
+from aidns.resolver.rules.lists import (
     SOURCE_SUFFIX,
     YAML_SUFFIXES,
     DomainList,

@@ -8,15 +8,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aidns.resolver.app import Rules, build_rules
 from aidns.resolver.config import Settings
 from aidns.resolver.errors import AidnsError
-from aidns.resolver.lists import LOCAL_NAMES, ListAction, normalize_domain
-from aidns.resolver.logsearch import QueryLogReader
 from aidns.resolver.query import Action
-from aidns.resolver.querylog import DB_NAME, reversed_name
-from aidns.resolver.rules import RULES_NAME, UserRule, load_rules
-from aidns.resolver.service import Rules, build_rules
-from aidns.resolver.sysfiles import CommandResult, Runner, replace_file, run_command
+from aidns.resolver.querylog.reader import QueryLogReader
+from aidns.resolver.querylog.writer import DB_NAME, reversed_name
+from aidns.resolver.rules.lists import LOCAL_NAMES, ListAction, normalize_domain
+from aidns.resolver.rules.user import RULES_NAME, UserRule, load_rules
+from aidns.resolver.system.sysfiles import CommandResult, Runner, replace_file, run_command
 
 BEGIN = b"# >>> aidns begin (managed; do not edit) >>>"
 # The same, when aidns had to end the file's last line before adding its block: `remove`

@@ -29,7 +29,7 @@ from aidns.resolver.config import (
 )
 from aidns.resolver.errors import AidnsError, ConfigError
 from aidns.resolver.server import ListenAddress
-from aidns.resolver.sysfiles import (
+from aidns.resolver.system.sysfiles import (
     FileState,
     Runner,
     digest,
@@ -38,7 +38,7 @@ from aidns.resolver.sysfiles import (
     shell_line,
     under,
 )
-from aidns.resolver.upstream import parse_upstream
+from aidns.resolver.upstream.pool import parse_upstream
 
 RECORD_NAME = "setup-dns.json"
 RESOLV_CONF = "/etc/resolv.conf"

@@ -59,11 +59,11 @@ def default_lookup() -> ProcessLookup:
     """The Linux lookup on Linux, libproc/lsof on macOS, a null one elsewhere or on failure."""
     try:
         if sys.platform.startswith("linux"):
-            from aidns.resolver.procinfo_linux import LinuxProcessLookup
+            from aidns.resolver.procinfo.linux import LinuxProcessLookup
 
             return LinuxProcessLookup()
         if sys.platform == "darwin":
-            from aidns.resolver.procinfo_macos import MacProcessLookup
+            from aidns.resolver.procinfo.macos import MacProcessLookup
 
             return MacProcessLookup()
     except OSError as exc:

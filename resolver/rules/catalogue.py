@@ -21,7 +21,8 @@ from aidns.resolver import yamlio
 from aidns.resolver.config import Settings
 from aidns.resolver.datafiles import locked, read_pause, write_atomic
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.lists import (
+from aidns.resolver.query import Action, Decision
+from aidns.resolver.rules.lists import (
     LIST_KEYS,
     YAML_SUFFIXES,
     DomainList,
@@ -34,8 +35,7 @@ from aidns.resolver.lists import (
     parse_switch,
     source_path,
 )
-from aidns.resolver.query import Action, Decision
-from aidns.resolver.rules import RULES_NAME, load_rules
+from aidns.resolver.rules.user import RULES_NAME, load_rules
 
 STATE_NAME = "lists.state.yaml"
 STATE_HEADER = (
@@ -430,7 +430,7 @@ def entry_json(rule: Rule) -> dict[str, Any]:
 def check_name(settings: Settings, name: str) -> Verdict:
     """The verdict the running rules give a name, the rule and list behind it, every other
     list rule that names it (on or off), and the user's process-scoped rules for it."""
-    from aidns.resolver.service import build_rules  # service builds on this module
+    from aidns.resolver.app import build_rules  # service builds on this module
 
     try:
         wire = normalize_domain(name)

@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
-from aidns.resolver.procinfo import (
+from aidns.resolver.procinfo.lookup import (
     CMDLINE_READ_BYTES,
     DEFAULT_BUDGET_S,
     trim_cmdline,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.querylog import subtree_range
+from aidns.resolver.querylog.writer import subtree_range
 
 VERDICTS = ("blocked", "allowed", "watched", "forwarded", "cached", "refused", "error")
 TOP_KINDS = ("domain", "process", "tool", "blocked")

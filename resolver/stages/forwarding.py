@@ -18,11 +18,11 @@ import logging
 import time
 from typing import ClassVar
 
-from aidns.resolver.caching import AnswerCache
 from aidns.resolver.errors import UpstreamError
 from aidns.resolver.query import Action, Decision, Query, Rcode
 from aidns.resolver.replies import reply
-from aidns.resolver.upstream import UpstreamPool
+from aidns.resolver.stages.caching import AnswerCache
+from aidns.resolver.upstream.pool import UpstreamPool
 
 log = logging.getLogger(__name__)
 _FORWARDED = Decision(Action.FORWARDED)

@@ -19,9 +19,9 @@ import yaml
 from aidns.resolver import yamlio
 from aidns.resolver.datafiles import write_atomic
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.lists import DomainList, DomainMatcher, ListAction, Rule, normalize_domain
 from aidns.resolver.query import Action, Decision, ProcessInfo, Query
 from aidns.resolver.replies import BlockResponse
+from aidns.resolver.rules.lists import DomainList, DomainMatcher, ListAction, Rule, normalize_domain
 
 RULES_NAME = "rules.yaml"
 RULE_KEYS = {"name", "kind", "match", "processes", "note", "added"}

@@ -1,0 +1,1 @@
+"""Which program sent a query: the lookup contract, Linux and macOS, and the AI-tool catalogue."""

@@ -1,0 +1,1 @@
+"""The query log: its schema and writer, and the reader behind log, who and top."""

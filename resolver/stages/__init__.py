@@ -1,0 +1,1 @@
+"""The stages a query passes: access, attribution, process rules, blocking, caching, forwarding."""
