@@ -7,11 +7,8 @@ from typing import Annotated
 
 import typer
 
-from aidns.cli.errors import fail
-from aidns.cli.lists import JsonOption, command_settings
-from aidns.cli.serve import ConfigOption, DataDirOption
+from aidns.cli.options import ConfigOption, DataDirOption, JsonOption, command_settings
 from aidns.cli.table import when
-from aidns.resolver.errors import AidnsError
 
 
 def check(
@@ -28,10 +25,7 @@ def check(
     """
     from aidns.resolver.rules.catalogue import check_name
 
-    try:
-        verdict = check_name(command_settings(ctx, config, data_dir), name)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    verdict = check_name(command_settings(ctx, config, data_dir), name)
     if as_json:
         typer.echo(json.dumps(verdict.as_json(), indent=2))
     else:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from aidns.cli.errors import fail
-from aidns.cli.serve import ConfigOption, DataDirOption
+from aidns.cli.errors import reports_errors
+from aidns.cli.options import ConfigOption, DataDirOption
 from aidns.resolver.config import load_settings
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.system.hostsfile import (
@@ -45,12 +45,10 @@ def _entries(config: Path | None, data_dir: Path | None) -> HostsEntries:
 
 
 @hosts_app.command("print")
+@reports_errors
 def print_hosts(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Print the hosts-file block (0.0.0.0 and :: lines) for every name aidns would sinkhole."""
-    try:
-        entries = _entries(config, data_dir)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    entries = _entries(config, data_dir)
     for line in hosts_lines(entries):
         typer.echo(line)
 
@@ -93,21 +91,18 @@ def apply(
 ) -> None:
     """Write the sinkholed names into the hosts file, between aidns's begin and end lines."""
     path = hosts_file or default_hosts_path()
-    try:
-        entries = _entries(config, data_dir)
-        change = apply_hosts(path, entries, dry_run=dry_run)
-        what = f"aidns block with {len(entries.names)} names"
-        _report(change, what, f"the {what} is there already", dry_run)
-        if entries.process_scoped:
-            typer.echo(
-                f"not in a hosts file: {len(entries.process_scoped)} rule(s) for some programs "
-                "only (see the block's comments); they need the running server"
-            )
-        for note in entries.notes:
-            typer.echo(note, err=True)
-        _flush(flush, change.changed, dry_run)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    entries = _entries(config, data_dir)
+    change = apply_hosts(path, entries, dry_run=dry_run)
+    what = f"aidns block with {len(entries.names)} names"
+    _report(change, what, f"the {what} is there already", dry_run)
+    if entries.process_scoped:
+        typer.echo(
+            f"not in a hosts file: {len(entries.process_scoped)} rule(s) for some programs "
+            "only (see the block's comments); they need the running server"
+        )
+    for note in entries.notes:
+        typer.echo(note, err=True)
+    _flush(flush, change.changed, dry_run)
 
 
 def remove(
@@ -117,13 +112,10 @@ def remove(
 ) -> None:
     """Take aidns's block out of the hosts file, leaving the file as it was before `apply`."""
     path = hosts_file or default_hosts_path()
-    try:
-        change = remove_hosts(path, dry_run=dry_run)
-        _report(change, "aidns block removed", "there is no aidns block", dry_run)
-        _flush(flush, change.changed, dry_run)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    change = remove_hosts(path, dry_run=dry_run)
+    _report(change, "aidns block removed", "there is no aidns block", dry_run)
+    _flush(flush, change.changed, dry_run)
 
 
-hosts_app.command("apply")(apply)
-hosts_app.command("remove")(remove)
+hosts_app.command("apply")(reports_errors(apply))
+hosts_app.command("remove")(reports_errors(remove))

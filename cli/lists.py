@@ -12,14 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
-from aidns.cli.errors import fail
-from aidns.cli.serve import ConfigOption, DataDirOption
+from aidns.cli.errors import reports_errors
+from aidns.cli.options import ConfigOption, DataDirOption, JsonOption, command_settings
 from aidns.cli.table import render, when
-from aidns.resolver.config import Settings, load_settings
-from aidns.resolver.errors import AidnsError
 from aidns.resolver.rules.lists import ListAction
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 TimeoutOption = Annotated[
     float,
     typer.Option(
@@ -38,27 +35,6 @@ lists_app = typer.Typer(
 )
 
 
-def command_settings(ctx: typer.Context, config: Path | None, data_dir: Path | None) -> Settings:
-    """Settings for a command that needs no upstream: never reads the system's resolv.conf.
-    `--config`/`--data-dir` given before the subcommand (`aidns lists --data-dir D enable x`)
-    count too; a flag beats the environment wherever it stands."""
-
-    parent: Any = ctx.parent  # the `lists` group's context (typer's vendored click type)
-
-    def on_command_line(of: Any, name: str) -> bool:
-        source = of.get_parameter_source(name) if of is not None else None
-        return source is not None and source.name == "COMMANDLINE"
-
-    def pick(name: str, value: Path | None) -> Path | None:
-        if not on_command_line(ctx, name) and on_command_line(parent, name):
-            given: Path | None = parent.params[name]
-            return given
-        return value
-
-    return load_settings(
-        config_path=pick("config", config), data_dir=pick("data_dir", data_dir), resolv_conf=()
-    )
-
 
 @lists_app.callback(invoke_without_command=True)
 def lists(
@@ -72,10 +48,7 @@ def lists(
         return
     from aidns.resolver.rules.catalogue import list_infos
 
-    try:
-        infos, problems = list_infos(command_settings(ctx, config, data_dir))
-    except AidnsError as exc:
-        raise fail(exc) from None
+    infos, problems = list_infos(command_settings(ctx, config, data_dir))
     if as_json:
         for problem in problems:
             if not any(problem.startswith(info.path) for info in infos):
@@ -113,11 +86,8 @@ def _switch(
 ) -> None:
     from aidns.resolver.rules.catalogue import set_list_enabled
 
-    try:
-        settings = command_settings(ctx, config, data)
-        done = set_list_enabled(settings, name, enabled)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    settings = command_settings(ctx, config, data)
+    done = set_list_enabled(settings, name, enabled)
     state = "on" if done.enabled else "off"
     was = (
         "it already was"
@@ -131,6 +101,7 @@ def _switch(
 
 
 @lists_app.command()
+@reports_errors
 def enable(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A list name, as `aidns lists` shows it.")],
@@ -142,6 +113,7 @@ def enable(
 
 
 @lists_app.command()
+@reports_errors
 def disable(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A list name, as `aidns lists` shows it.")],
@@ -153,6 +125,7 @@ def disable(
 
 
 @lists_app.command()
+@reports_errors
 def show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A list name, as `aidns lists` shows it.")],
@@ -163,10 +136,7 @@ def show(
     """A list's entries, each with its action, purpose, what blocking it breaks, and evidence."""
     from aidns.resolver.rules.catalogue import entry_json, show_list
 
-    try:
-        info, loaded = show_list(command_settings(ctx, config, data_dir), name)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    info, loaded = show_list(command_settings(ctx, config, data_dir), name)
     entries = [entry_json(rule) for rule in loaded.rules]
     if as_json:
         typer.echo(json.dumps({**info.as_json(), "list": entries}, indent=2))
@@ -200,6 +170,7 @@ def _entry_line(entry: dict[str, Any]) -> str:
 
 
 @lists_app.command()
+@reports_errors
 def add(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="A local file, or an http:// or https:// URL.")],
@@ -221,10 +192,7 @@ def add(
     """
     from aidns.resolver.rules.subscriptions import add_list
 
-    try:
-        done = add_list(command_settings(ctx, config, data_dir), source, name, action, timeout)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    done = add_list(command_settings(ctx, config, data_dir), source, name, action, timeout)
     loaded = done.loaded
     typer.echo(
         f"added {done.name}: {len(loaded)} entries, {'+'.join(map(str, loaded.actions()))}, "
@@ -237,6 +205,7 @@ def add(
 
 
 @lists_app.command()
+@reports_errors
 def update(
     ctx: typer.Context,
     names: Annotated[
@@ -253,11 +222,8 @@ def update(
     """
     from aidns.resolver.rules.subscriptions import update_lists
 
-    try:
-        settings = command_settings(ctx, config, data_dir)
-        results = update_lists(settings, tuple(names or ()), timeout)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    settings = command_settings(ctx, config, data_dir)
+    results = update_lists(settings, tuple(names or ()), timeout)
     if as_json:
         typer.echo(json.dumps([result.as_json() for result in results], indent=2))
     elif not results:
@@ -274,6 +240,7 @@ def update(
 
 
 @lists_app.command()
+@reports_errors
 def remove(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A list you added.")],
@@ -283,8 +250,5 @@ def remove(
     """Delete a list from <data-dir>/lists/ (shipped lists can only be disabled)."""
     from aidns.resolver.rules.subscriptions import remove_list
 
-    try:
-        path = remove_list(command_settings(ctx, config, data_dir), name)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    path = remove_list(command_settings(ctx, config, data_dir), name)
     typer.echo(f"removed {name} ({path})")

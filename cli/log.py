@@ -9,11 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from aidns.cli.errors import fail
-from aidns.cli.serve import ConfigOption, DataDirOption
+from aidns.cli.options import ConfigOption, DataDirOption
 from aidns.cli.table import render, when
 from aidns.resolver.config import resolve_data_dir
-from aidns.resolver.errors import AidnsError
 from aidns.resolver.querylog.reader import LogFilter, QueryLogReader, parse_time
 from aidns.resolver.querylog.writer import COLUMNS, DB_NAME
 
@@ -74,21 +72,18 @@ def log(
 
     Identical queries from one process within a second share a row; `n` counts them.
     """
-    try:
-        log_filter = LogFilter(
-            domain=domain,
-            process=process,
-            tool=tool,
-            verdict=verdict,
-            since=parse_time(since, option="--since") if since else None,
-            until=parse_time(until, option="--until") if until else None,
-        )
-        reader = _open(config, data_dir)
-        rows = reader.search(log_filter, limit)
-        if follow:
-            rows.reverse()  # like tail -f: oldest at the top, new rows appended below
-    except AidnsError as exc:
-        raise fail(exc) from None
+    log_filter = LogFilter(
+        domain=domain,
+        process=process,
+        tool=tool,
+        verdict=verdict,
+        since=parse_time(since, option="--since") if since else None,
+        until=parse_time(until, option="--until") if until else None,
+    )
+    reader = _open(config, data_dir)
+    rows = reader.search(log_filter, limit)
+    if follow:
+        rows.reverse()  # like tail -f: oldest at the top, new rows appended below
     fields = ["id", *COLUMNS]
     writer = csv.DictWriter(sys.stdout, fields, extrasaction="ignore") if as_csv else None
     if writer is not None:
@@ -122,11 +117,8 @@ def who(
     data_dir: DataDirOption = None,
 ) -> None:
     """Which programs looked NAME up: process, tool, executable, count, first and last seen."""
-    try:
-        reader = _open(config, data_dir)
-        rows = reader.who(name, parse_time(since, option="--since") if since else None)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    reader = _open(config, data_dir)
+    rows = reader.who(name, parse_time(since, option="--since") if since else None)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -167,11 +159,8 @@ def top(
     data_dir: DataDirOption = None,
 ) -> None:
     """The busiest names, processes or tools, or the most blocked names."""
-    try:
-        reader = _open(config, data_dir)
-        rows = reader.top(by, parse_time(since, option="--since") if since else None, limit)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    reader = _open(config, data_dir)
+    rows = reader.top(by, parse_time(since, option="--since") if since else None, limit)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

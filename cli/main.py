@@ -7,6 +7,7 @@ import importlib.metadata
 import typer
 
 from aidns.cli.check import check
+from aidns.cli.errors import reports_errors
 from aidns.cli.hosts import hosts_app
 from aidns.cli.lists import lists_app
 from aidns.cli.log import log, top, who
@@ -38,16 +39,12 @@ def main(
     """A DNS sinkhole for one machine that knows which AI tool phones home."""
 
 
-app.command()(serve)
-app.command()(log)
-app.command()(who)
-app.command()(top)
-for command in (block, unblock, allow, rules, pause, resume, status):
-    app.command()(command)
+for command in (serve, log, who, top, block, unblock, allow, rules, pause, resume, status):
+    app.command()(reports_errors(command))
 app.add_typer(lists_app)
-app.command()(check)
+app.command()(reports_errors(check))
 app.add_typer(hosts_app)
-app.command()(install)
-app.command()(uninstall)
-app.command("setup-dns")(setup_dns_command)
-app.command()(doctor)
+app.command()(reports_errors(install))
+app.command()(reports_errors(uninstall))
+app.command("setup-dns")(reports_errors(setup_dns_command))
+app.command()(reports_errors(doctor))

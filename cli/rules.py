@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from aidns.cli.errors import fail
-from aidns.cli.serve import ConfigOption, DataDirOption
+from aidns.cli.options import ConfigOption, DataDirOption
 from aidns.cli.table import render, when
 from aidns.resolver.app import build_rules
 from aidns.resolver.config import load_settings, resolve_data_dir
@@ -96,20 +96,17 @@ def block(
     data_dir: DataDirOption = None,
 ) -> None:
     """Block NAME and every name below it, for every program (or surgically: see --surgical)."""
-    try:
-        directory = resolve_data_dir(config, data_dir)
-        if surgical or process:
-            change = plan_surgical(
-                name, _seen_under(directory, name), process or (), exact_fallback=exact, note=note
-            )
-        else:
-            change = Change(added=[UserRule(domain_argument(name), exact=exact, note=note)])
-        if change.added:
-            with locked(directory):
-                done = add_rules(directory / RULES_NAME, change.added, dry_run=dry_run)
-            change.added = done.added
-    except AidnsError as exc:
-        raise fail(exc) from None
+    directory = resolve_data_dir(config, data_dir)
+    if surgical or process:
+        change = plan_surgical(
+            name, _seen_under(directory, name), process or (), exact_fallback=exact, note=note
+        )
+    else:
+        change = Change(added=[UserRule(domain_argument(name), exact=exact, note=note)])
+    if change.added:
+        with locked(directory):
+            done = add_rules(directory / RULES_NAME, change.added, dry_run=dry_run)
+        change.added = done.added
     _report(change, dry_run)
 
 
@@ -120,15 +117,12 @@ def unblock(
     data_dir: DataDirOption = None,
 ) -> None:
     """Remove your block rules for NAME; says so when a list blocks it instead."""
-    try:
-        directory = resolve_data_dir(config, data_dir)
-        with locked(directory):
-            change = remove_rules(directory / RULES_NAME, name, "block", dry_run=dry_run)
-        _report(change, dry_run)
-        settings = load_settings(config_path=config, data_dir=directory)
-        decision = build_rules(settings).matcher.decide(domain_argument(name).encode())
-    except AidnsError as exc:
-        raise fail(exc) from None
+    directory = resolve_data_dir(config, data_dir)
+    with locked(directory):
+        change = remove_rules(directory / RULES_NAME, name, "block", dry_run=dry_run)
+    _report(change, dry_run)
+    settings = load_settings(config_path=config, data_dir=directory)
+    decision = build_rules(settings).matcher.decide(domain_argument(name).encode())
     by_list = decision is not None and not decision.list_name.startswith("rules:")
     if decision is not None and decision.action is Action.BLOCKED and by_list:
         typer.echo(
@@ -149,13 +143,10 @@ def allow(
     data_dir: DataDirOption = None,
 ) -> None:
     """Allow NAME (and below): this beats every list and every block rule."""
-    try:
-        directory = resolve_data_dir(config, data_dir)
-        rule = UserRule(domain_argument(name), kind="allow", exact=exact, note=note)
-        with locked(directory):
-            change = add_rules(directory / RULES_NAME, [rule], dry_run=dry_run)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    directory = resolve_data_dir(config, data_dir)
+    rule = UserRule(domain_argument(name), kind="allow", exact=exact, note=note)
+    with locked(directory):
+        change = add_rules(directory / RULES_NAME, [rule], dry_run=dry_run)
     _report(change, dry_run)
 
 
@@ -165,10 +156,7 @@ def rules(
     data_dir: DataDirOption = None,
 ) -> None:
     """Your own rules: name, kind (block, allow, surgical), scope, note, when added."""
-    try:
-        found = load_rules(resolve_data_dir(config, data_dir) / RULES_NAME)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    found = load_rules(resolve_data_dir(config, data_dir) / RULES_NAME)
     shown = [
         {
             "name": ("=" if r.exact else "") + r.name,
@@ -196,21 +184,18 @@ def pause(
     data_dir: DataDirOption = None,
 ) -> None:
     """Stop blocking for everyone for a while (five minutes unless told); still logs all."""
-    try:
-        directory = resolve_data_dir(config, data_dir)
-        if duration in ("forever", "0"):
-            until, text = "", "until `aidns resume`"
-        else:
-            seconds = time.time() - parse_time(duration, option="DURATION", now=time.time())
-            if seconds <= 0:
-                raise ConfigError(f"DURATION: {duration!r} must be positive")
-            deadline = time.time() + seconds
-            until = f"{deadline:.3f}"
-            text = f"until {time.strftime('%H:%M:%S', time.localtime(deadline))}"
-        with locked(directory):
-            write_atomic(directory / PAUSE_NAME, until + "\n")
-    except AidnsError as exc:
-        raise fail(exc) from None
+    directory = resolve_data_dir(config, data_dir)
+    if duration in ("forever", "0"):
+        until, text = "", "until `aidns resume`"
+    else:
+        seconds = time.time() - parse_time(duration, option="DURATION", now=time.time())
+        if seconds <= 0:
+            raise ConfigError(f"DURATION: {duration!r} must be positive")
+        deadline = time.time() + seconds
+        until = f"{deadline:.3f}"
+        text = f"until {time.strftime('%H:%M:%S', time.localtime(deadline))}"
+    with locked(directory):
+        write_atomic(directory / PAUSE_NAME, until + "\n")
     typer.echo(f"blocking paused {text}")
 
 
@@ -231,10 +216,7 @@ def status(
     data_dir: DataDirOption = None,
 ) -> None:
     """Running or not, paused or not, lists loaded, queries and blocks since start, errors."""
-    try:
-        directory = resolve_data_dir(config, data_dir)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    directory = resolve_data_dir(config, data_dir)
     found = read_status(directory)
     running = bool(found) and process_alive(int(found.get("pid", 0))) if found else False
     paused = read_pause(directory)

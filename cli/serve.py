@@ -10,16 +10,8 @@ from typing import Annotated
 
 import typer
 
-from aidns.cli.errors import fail
-from aidns.resolver.errors import AidnsError
+from aidns.cli.options import ConfigOption, DataDirOption
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", envvar="AIDNS_CONFIG", help="Config file (YAML).")
-]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option("--data-dir", envvar="AIDNS_DATA_DIR", help="Where aidns keeps its state."),
-]
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -111,7 +103,5 @@ def serve(
             return
         ensure_data_dir(settings.data_dir)
         asyncio.run(Resolver(settings, reload_settings=settings_now).run())
-    except AidnsError as exc:
-        raise fail(exc) from None
     except KeyboardInterrupt:
         pass

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from aidns.cli.errors import fail
-from aidns.cli.serve import ConfigOption, DataDirOption
+from aidns.cli.options import ConfigOption, DataDirOption
 from aidns.resolver.config import resolve_data_dir
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.system.doctor import healthy, run_doctor
@@ -44,11 +43,8 @@ def install(
     dry_run: DryRunOption = False,
 ) -> None:
     """Install and start the service that runs `aidns serve` at boot (systemd or launchd)."""
-    try:
-        plan = plan_install(root, sys.platform, executable or find_executable())
-        carry_out(plan, dry_run=dry_run, say=typer.echo)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    plan = plan_install(root, sys.platform, executable or find_executable())
+    carry_out(plan, dry_run=dry_run, say=typer.echo)
 
 
 def uninstall(
@@ -62,17 +58,14 @@ def uninstall(
     data_dir: DataDirOption = None,
 ) -> None:
     """Stop and remove the service; aidns's config and data stay."""
-    try:
-        record = read_record(resolve_data_dir(config, data_dir))
-        if record is not None and not force:
-            raise AidnsError(
-                f"the system still resolves through aidns ({record.get('mode')}): without it "
-                "every lookup would fail. Run `sudo aidns setup-dns --revert` first, or give "
-                "--force"
-            )
-        carry_out(plan_uninstall(root, sys.platform), dry_run=dry_run, say=typer.echo)
-    except AidnsError as exc:
-        raise fail(exc) from None
+    record = read_record(resolve_data_dir(config, data_dir))
+    if record is not None and not force:
+        raise AidnsError(
+            f"the system still resolves through aidns ({record.get('mode')}): without it "
+            "every lookup would fail. Run `sudo aidns setup-dns --revert` first, or give "
+            "--force"
+        )
+    carry_out(plan_uninstall(root, sys.platform), dry_run=dry_run, say=typer.echo)
 
 
 def setup_dns_command(
@@ -109,30 +102,27 @@ def setup_dns_command(
 ) -> None:
     """Make the system resolve through aidns, keeping its nameservers as aidns's upstreams."""
     machine = Machine(root, sys.platform)
-    try:
-        if revert:
-            report = revert_dns(machine, config_path=config, data_dir=data_dir, dry_run=dry_run)
-        else:
-            chosen = None
-            if mode is not None:
-                try:
-                    chosen = Mode(mode.lower())
-                except ValueError:
-                    known = ", ".join(m.value for m in Mode)
-                    raise AidnsError(f"--mode: {mode!r} is not one of {known}") from None
-            report = setup_dns(
-                machine,
-                config_path=config,
-                data_dir=data_dir,
-                listen=listen or (),
-                upstream=upstream or (),
-                mode=chosen,
-                direct=direct,
-                dry_run=dry_run,
-                force=force,
-            )
-    except AidnsError as exc:
-        raise fail(exc) from None
+    if revert:
+        report = revert_dns(machine, config_path=config, data_dir=data_dir, dry_run=dry_run)
+    else:
+        chosen = None
+        if mode is not None:
+            try:
+                chosen = Mode(mode.lower())
+            except ValueError:
+                known = ", ".join(m.value for m in Mode)
+                raise AidnsError(f"--mode: {mode!r} is not one of {known}") from None
+        report = setup_dns(
+            machine,
+            config_path=config,
+            data_dir=data_dir,
+            listen=listen or (),
+            upstream=upstream or (),
+            mode=chosen,
+            direct=direct,
+            dry_run=dry_run,
+            force=force,
+        )
     _print(report)
 
 
@@ -149,16 +139,13 @@ def doctor(
     root: RootOption = Path("/"),
 ) -> None:
     """Check that the system resolves through aidns and that aidns works; exit 1 if not."""
-    try:
-        checks = run_doctor(
-            Machine(root, sys.platform),
-            config_path=config,
-            data_dir=data_dir,
-            listen=listen or (),
-            upstream=upstream or (),
-        )
-    except AidnsError as exc:
-        raise fail(exc) from None
+    checks = run_doctor(
+        Machine(root, sys.platform),
+        config_path=config,
+        data_dir=data_dir,
+        listen=listen or (),
+        upstream=upstream or (),
+    )
     for check in checks:
         typer.echo(check.line())
     raise typer.Exit(0 if healthy(checks) else 1)
