@@ -1,4 +1,4 @@
-"""Test-wide guard: no test may send a packet beyond loopback."""
+"""Test-wide guards: no test sends a packet beyond loopback or reads the machine's own config."""
 
 from __future__ import annotations
 
@@ -59,3 +59,23 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
     monkeypatch.setattr(socket.socket, "sendto", _guarded_sendto)
     yield
+
+
+@pytest.fixture(autouse=True)
+def own_config_and_data(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test, and every aidns it starts, sees an empty config and data dir of its own.
+
+    As root aidns reads /etc/aidns and /var/lib/aidns whatever XDG says, so the explicit
+    AIDNS_CONFIG and AIDNS_DATA_DIR are what isolate; a test may still set its own.
+    """
+    home = tmp_path_factory.mktemp("home")
+    config = home / "config" / "aidns" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("# empty: tests start from the defaults\n")
+    monkeypatch.setenv("AIDNS_CONFIG", str(config))
+    monkeypatch.setenv("AIDNS_DATA_DIR", str(home / "data" / "aidns"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setattr("aidns.resolver.config._is_root", lambda: False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -72,29 +73,45 @@ def test_wheel_holds_aidns_packages_and_lists(wheel: Path) -> None:
     assert "aidns/resolver/py.typed" in names
 
 
+def test_wheel_holds_every_source_file(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {"resolver": "aidns/resolver", "cli": "aidns/cli", "blocklists": "aidns/blocklists"}
+    sources = [
+        f"{prefix}/{path.relative_to(ROOT / folder).as_posix()}"
+        for folder, prefix in shipped.items()
+        for path in (ROOT / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    assert len(sources) > 50
+    assert sorted(set(sources) - names) == []
+
+
+def _run(argv: list[str | Path], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a step of the install; on failure the assertion shows the step's own output."""
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
+    assert result.returncode == 0, f"{argv} failed:\n{result.stdout}{result.stderr}"
+    return result
+
+
 def test_installed_wheel_runs_in_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
-    venv.create(tmp_path / "venv", system_site_packages=True, with_pip=False)
+    # The new venv sees only its own site-packages plus the folders that hold aidns's
+    # dependencies here, wherever pytest runs (system Python or a venv); never aidns itself.
+    venv.create(tmp_path / "venv", with_pip=False)
     python = tmp_path / "venv" / "bin" / "python"
-    subprocess.run(
-        [
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-index",
-            "-q",
-            "--ignore-installed",
-            str(wheel),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                     tmp_path).stdout.strip())  # fmt: skip
+    folders = {
+        str(Path(spec.origin).parent.parent)
+        for name in ("dnslib", "dns", "yaml", "typer", "watchdog")
+        if (spec := importlib.util.find_spec(name)) is not None and spec.origin
+    }
+    (site / "dependencies.pth").write_text("\n".join(sorted(folders)) + "\n")
+    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",
+          "-q", str(wheel)], tmp_path)  # fmt: skip
     aidns = tmp_path / "venv" / "bin" / "aidns"
-    result = subprocess.run(
-        [aidns, "--help"], capture_output=True, text=True, check=True, cwd=tmp_path
-    )
-    assert "serve" in result.stdout
+    assert "serve" in _run([aidns, "--help"], tmp_path).stdout
+    where = _run([python, "-c", "import aidns.resolver as r; print(r.__file__)"], tmp_path)
+    assert where.stdout.startswith(str(site))
     bare = subprocess.run([python, "-c", "import resolver"], capture_output=True, cwd=tmp_path)
     assert bare.returncode != 0
 
