@@ -25,3 +25,14 @@ class ListError(ConfigError):
 
 class UpstreamError(AidnsError):
     """No upstream gave a usable answer in time."""
+
+
+EXCERPT_CHARS = 60
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """`value` quoted for a message, cut to `limit` characters and saying how long it was."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text):,} characters)"
