@@ -67,14 +67,18 @@ REPEAT_GRACE_S = 1.0  # a repeat is counted for this long after it stops matchin
 
 
 class _Memo:
-    """An answer that holds for every client until `until`, and the clients seen repeating it."""
+    """An answer that holds for every client until `until`, as long as the rules are those of
+    `generation`, and the clients seen repeating it."""
 
-    __slots__ = ("query", "repeats", "response_after_id", "until")
+    __slots__ = ("generation", "query", "repeats", "response_after_id", "until")
 
-    def __init__(self, query: Query, response_after_id: bytes, until: float) -> None:
+    def __init__(
+        self, query: Query, response_after_id: bytes, until: float, generation: int
+    ) -> None:
         self.query = query
         self.response_after_id = response_after_id
         self.until = until
+        self.generation = generation
         self.repeats: dict[tuple[Any, ...], _Repeat] | None = None
 
 
@@ -115,24 +119,27 @@ class Pipeline:
         self._older_memo: dict[bytes, _Memo] = {}
         self._repeats: list[_Repeat] = []
         self._repeats_lock = threading.Lock()
+        self.generation = 0  # of the rules: a remembered answer holds only under its own
+        self._forget_lock = threading.Lock()  # forget runs on the reload thread and the loop
 
     def answer_now(self, query: Query) -> bytes | None:
         """The response if a stage could answer without waiting, else None: call `answer_later`."""
+        generation = self.generation  # read before any stage reads the rules
         for stage in self.stages:
             if stage.answer(query):
                 response = query.response
                 if query.reusable_until > query.received_at and response is not None:
-                    self._remember(query, response)
+                    self._remember(query, response, generation)
                 self.finish(query)
                 return response
         return None
 
-    def _remember(self, query: Query, response: bytes) -> None:
+    def _remember(self, query: Query, response: bytes, generation: int) -> None:
         if len(self._memo) >= MEMO_ENTRIES:
             self._older_memo = self._memo  # two generations: no per-entry eviction cost
             self._memo = {}
         template = query.replay(b"", (), query.transport, 0.0)  # no packet, client or process
-        self._memo[query.raw[2:]] = _Memo(template, response[2:], query.reusable_until)
+        self._memo[query.raw[2:]] = _Memo(template, response[2:], query.reusable_until, generation)
 
     def replay(
         self, raw: bytes, client: tuple[Any, ...], now: float, server: tuple[Any, ...] = ()
@@ -145,7 +152,7 @@ class Pipeline:
             if memo is None:
                 return None
             self._memo[key] = memo
-        if memo.until <= now:
+        if memo.until <= now or memo.generation != self.generation:
             return None
         repeats = memo.repeats
         if repeats is not None:
@@ -193,9 +200,12 @@ class Pipeline:
             self._repeats[:0] = kept
 
     def forget(self) -> None:
-        """Drop remembered answers: call after any change to rules or blocking."""
-        self._memo = {}
-        self._older_memo = {}
+        """Drop remembered answers: call after any change to rules or blocking. An answer a
+        serving thread decided under the old rules and remembers later is never served."""
+        with self._forget_lock:
+            self.generation += 1
+            self._memo = {}
+            self._older_memo = {}
 
     async def answer_later(self, query: Query) -> bytes:
         try:

@@ -165,3 +165,20 @@ def test_a_stage_that_answers_for_one_client_is_repeated_too() -> None:
         (Action.REFUSED, 1),
         (Action.REFUSED, 4),
     ]
+
+
+def test_an_answer_decided_under_old_rules_is_never_replayed_under_new_ones() -> None:
+    pipeline, _, _, blocking, _ = build()
+    wire = make_wire("sentry.io")
+    decide = blocking.answer
+
+    def rules_change_just_after_deciding(query: Query) -> bool:
+        answered = decide(query)
+        # the reload thread swaps the rules before this serving thread remembers its answer
+        blocking.matcher = DomainMatcher([])
+        pipeline.forget()
+        return answered
+
+    blocking.answer = rules_change_just_after_deciding  # type: ignore[method-assign]
+    assert ask(pipeline, wire, 1, now=1.0) is not None  # blocked, under the old rules
+    assert pipeline.replay(b"\x00\x02" + wire[2:], CLIENT, 1.0) is None
