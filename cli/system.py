@@ -11,9 +11,12 @@ import typer
 from aidns.cli.options import ConfigOption, DataDirOption
 from aidns.resolver.config import resolve_data_dir
 from aidns.resolver.errors import AidnsError
-from aidns.resolver.system.doctor import healthy, run_doctor
+from aidns.resolver.system.checks import healthy
+from aidns.resolver.system.dnsmodes import Mode
+from aidns.resolver.system.doctor import run_doctor
 from aidns.resolver.system.install import carry_out, find_executable, plan_install, plan_uninstall
-from aidns.resolver.system.setupdns import Machine, Mode, Report, read_record, revert_dns, setup_dns
+from aidns.resolver.system.setupdns import Report, read_record, revert_dns, setup_dns
+from aidns.resolver.system.sysfiles import Machine
 
 RootOption = Annotated[
     Path,

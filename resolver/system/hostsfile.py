@@ -16,6 +16,7 @@ from aidns.resolver.querylog.reader import QueryLogReader
 from aidns.resolver.querylog.writer import DB_NAME, reversed_name
 from aidns.resolver.rules.lists import LOCAL_NAMES, ListAction, normalize_domain
 from aidns.resolver.rules.user import RULES_NAME, UserRule, load_rules
+from aidns.resolver.system.macos import MACOS_FLUSH
 from aidns.resolver.system.sysfiles import CommandResult, Runner, replace_file, run_command
 
 BEGIN = b"# >>> aidns begin (managed; do not edit) >>>"
@@ -27,7 +28,6 @@ _BEGIN_PREFIX = b"# >>> aidns begin"
 _END_PREFIX = b"# <<< aidns end"
 BACKUP_SUFFIX = ".aidns.bak"
 SINKHOLES = ("0.0.0.0", "::")
-MACOS_FLUSH = (("dscacheutil", "-flushcache"), ("killall", "-HUP", "mDNSResponder"))
 
 
 def default_hosts_path(platform: str = sys.platform) -> Path:

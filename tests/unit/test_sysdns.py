@@ -15,18 +15,15 @@ from typer.testing import CliRunner
 
 from aidns.cli.main import app
 from aidns.resolver.errors import AidnsError
+from aidns.resolver.system.dnsmodes import Mode, detect_mode
+from aidns.resolver.system.nameserver import Nameserver, probe
 from aidns.resolver.system.setupdns import (
-    Machine,
-    Mode,
-    Nameserver,
-    detect_mode,
-    probe,
     read_record,
     record_path,
     revert_dns,
     setup_dns,
 )
-from aidns.resolver.system.sysfiles import CommandResult, FileState, is_mount_point
+from aidns.resolver.system.sysfiles import CommandResult, FileState, Machine, is_mount_point
 
 runner = CliRunner()
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "macos"
