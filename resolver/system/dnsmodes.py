@@ -32,6 +32,15 @@ class Mode(StrEnum):
     MACOS = "macos"
 
 
+def parse_mode(text: str) -> Mode:
+    """A mode as given with --mode, in any case."""
+    try:
+        return Mode(text.lower())
+    except ValueError:
+        known = ", ".join(m.value for m in Mode)
+        raise AidnsError(f"--mode: {text!r} is not one of {known}") from None
+
+
 def detect_mode(machine: Machine) -> tuple[Mode, str]:
     """Who owns the system's resolver settings, and how we can tell."""
     if machine.platform == "darwin":
