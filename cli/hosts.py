@@ -9,18 +9,15 @@ import typer
 
 from aidns.cli.errors import reports_errors
 from aidns.cli.options import ConfigOption, DataDirOption
-from aidns.resolver.config import load_settings
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.system.hostsfile import (
+    CacheFlush,
     HostsChange,
-    HostsEntries,
-    apply_hosts,
-    default_hosts_path,
-    flush_cache,
-    flush_commands,
+    HostsUpdate,
+    apply_to_hosts_file,
+    entries_from_config,
     hosts_lines,
-    remove_hosts,
-    sinkhole_entries,
+    remove_from_hosts_file,
 )
 from aidns.resolver.system.sysfiles import shell_line
 
@@ -40,16 +37,11 @@ FlushOption = Annotated[
 ]
 
 
-def _entries(config: Path | None, data_dir: Path | None) -> HostsEntries:
-    return sinkhole_entries(load_settings(config_path=config, data_dir=data_dir))
-
-
 @hosts_app.command("print")
 @reports_errors
 def print_hosts(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Print the hosts-file block (0.0.0.0 and :: lines) for every name aidns would sinkhole."""
-    entries = _entries(config, data_dir)
-    for line in hosts_lines(entries):
+    for line in hosts_lines(entries_from_config(config, data_dir)):
         typer.echo(line)
 
 
@@ -66,20 +58,16 @@ def _report(change: HostsChange, what: str, unchanged: str, dry_run: bool) -> No
         typer.echo(f"{change.path} is a mount point, so it was rewritten in place")
 
 
-def _flush(flush: bool, changed: bool, dry_run: bool) -> None:
-    commands = flush_commands()
-    if not commands or not changed or dry_run:
-        if flush and not commands:
-            typer.echo("nothing to flush here: lookups read the hosts file as it is now")
-        return
-    line = "; ".join(f"sudo {shell_line(command)}" for command in commands)
-    if not flush:
+def _report_flush(update: HostsUpdate, flush: bool) -> None:
+    if update.flush is CacheFlush.NOT_NEEDED and flush:
+        typer.echo("nothing to flush here: lookups read the hosts file as it is now")
+    elif update.flush is CacheFlush.SUGGESTED:
+        line = "; ".join(f"sudo {shell_line(command)}" for command in update.flush_commands)
         typer.echo(f"to make the system forget answers it cached: {line} (or add --flush)")
-        return
-    for result in flush_cache():
-        if not result.ok:
-            raise AidnsError(f"{shell_line(result.argv)} failed: {result.why()}")
-    typer.echo("flushed the DNS cache")
+    elif update.flush is CacheFlush.FAILED:
+        raise AidnsError(update.flush_error)
+    elif update.flush is CacheFlush.FLUSHED:
+        typer.echo("flushed the DNS cache")
 
 
 def apply(
@@ -90,11 +78,12 @@ def apply(
     data_dir: DataDirOption = None,
 ) -> None:
     """Write the sinkholed names into the hosts file, between aidns's begin and end lines."""
-    path = hosts_file or default_hosts_path()
-    entries = _entries(config, data_dir)
-    change = apply_hosts(path, entries, dry_run=dry_run)
+    update = apply_to_hosts_file(
+        hosts_file, config_path=config, data_dir=data_dir, flush=flush, dry_run=dry_run
+    )
+    entries = update.entries
     what = f"aidns block with {len(entries.names)} names"
-    _report(change, what, f"the {what} is there already", dry_run)
+    _report(update.change, what, f"the {what} is there already", dry_run)
     if entries.process_scoped:
         typer.echo(
             f"not in a hosts file: {len(entries.process_scoped)} rule(s) for some programs "
@@ -102,7 +91,7 @@ def apply(
         )
     for note in entries.notes:
         typer.echo(note, err=True)
-    _flush(flush, change.changed, dry_run)
+    _report_flush(update, flush)
 
 
 def remove(
@@ -111,10 +100,9 @@ def remove(
     dry_run: DryRunOption = False,
 ) -> None:
     """Take aidns's block out of the hosts file, leaving the file as it was before `apply`."""
-    path = hosts_file or default_hosts_path()
-    change = remove_hosts(path, dry_run=dry_run)
-    _report(change, "aidns block removed", "there is no aidns block", dry_run)
-    _flush(flush, change.changed, dry_run)
+    update = remove_from_hosts_file(hosts_file, flush=flush, dry_run=dry_run)
+    _report(update.change, "aidns block removed", "there is no aidns block", dry_run)
+    _report_flush(update, flush)
 
 
 hosts_app.command("apply")(reports_errors(apply))

@@ -9,11 +9,12 @@ from typing import Annotated
 import typer
 
 from aidns.cli.options import ConfigOption, DataDirOption
-from aidns.resolver.config import resolve_data_dir
-from aidns.resolver.errors import AidnsError
-from aidns.resolver.system.doctor import healthy, run_doctor
-from aidns.resolver.system.install import carry_out, find_executable, plan_install, plan_uninstall
-from aidns.resolver.system.setupdns import Machine, Mode, Report, read_record, revert_dns, setup_dns
+from aidns.resolver.system.checks import healthy
+from aidns.resolver.system.dnsmodes import parse_mode
+from aidns.resolver.system.doctor import run_doctor
+from aidns.resolver.system.install import install_service, uninstall_service
+from aidns.resolver.system.setupdns import Report, revert_dns, setup_dns
+from aidns.resolver.system.sysfiles import Machine
 
 RootOption = Annotated[
     Path,
@@ -43,8 +44,7 @@ def install(
     dry_run: DryRunOption = False,
 ) -> None:
     """Install and start the service that runs `aidns serve` at boot (systemd or launchd)."""
-    plan = plan_install(root, sys.platform, executable or find_executable())
-    carry_out(plan, dry_run=dry_run, say=typer.echo)
+    install_service(root, sys.platform, executable, dry_run=dry_run, say=typer.echo)
 
 
 def uninstall(
@@ -58,14 +58,15 @@ def uninstall(
     data_dir: DataDirOption = None,
 ) -> None:
     """Stop and remove the service; aidns's config and data stay."""
-    record = read_record(resolve_data_dir(config, data_dir))
-    if record is not None and not force:
-        raise AidnsError(
-            f"the system still resolves through aidns ({record.get('mode')}): without it "
-            "every lookup would fail. Run `sudo aidns setup-dns --revert` first, or give "
-            "--force"
-        )
-    carry_out(plan_uninstall(root, sys.platform), dry_run=dry_run, say=typer.echo)
+    uninstall_service(
+        root,
+        sys.platform,
+        config_path=config,
+        data_dir=data_dir,
+        force=force,
+        dry_run=dry_run,
+        say=typer.echo,
+    )
 
 
 def setup_dns_command(
@@ -105,20 +106,13 @@ def setup_dns_command(
     if revert:
         report = revert_dns(machine, config_path=config, data_dir=data_dir, dry_run=dry_run)
     else:
-        chosen = None
-        if mode is not None:
-            try:
-                chosen = Mode(mode.lower())
-            except ValueError:
-                known = ", ".join(m.value for m in Mode)
-                raise AidnsError(f"--mode: {mode!r} is not one of {known}") from None
         report = setup_dns(
             machine,
             config_path=config,
             data_dir=data_dir,
             listen=listen or (),
             upstream=upstream or (),
-            mode=chosen,
+            mode=parse_mode(mode) if mode is not None else None,
             direct=direct,
             dry_run=dry_run,
             force=force,

@@ -17,6 +17,7 @@ from aidns.resolver import yamlio
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.querylog.writer import QueryLogConfig
 from aidns.resolver.replies import BlockResponse
+from aidns.resolver.resolvconf import RESOLV_CONF_PATHS, nameservers
 from aidns.resolver.server import ListenAddress, parse_listen
 from aidns.resolver.stages.caching import CacheConfig
 from aidns.resolver.upstream.pool import UpstreamSpec, is_ip, parse_upstream
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 DEFAULT_LISTEN = ("127.0.0.1:53", "[::1]:53")
 # Quad9: no logging of client addresses, DNSSEC-validating, reachable over DoT on 853.
 FALLBACK_UPSTREAM = "tls://9.9.9.9#dns.quad9.net"
-RESOLV_CONF_PATHS = (Path("/etc/resolv.conf"), Path("/run/systemd/resolve/resolv.conf"))
 REMEMBERED_UPSTREAMS = "upstreams.remembered"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -401,7 +401,7 @@ def _bootstrap(
     if by_ip:
         return by_ip, "the upstreams given by IP"
     for path in resolv_conf:
-        servers = nameservers_from(path)
+        servers = nameservers(path, remote_only=True)
         if servers:
             return tuple(parse_upstream(f"[{s}]" if ":" in s else s) for s in servers), (
                 f"from {path}"
@@ -409,31 +409,13 @@ def _bootstrap(
     return (), "no nameserver by IP known"
 
 
-def nameservers_from(resolv_conf: Path) -> list[str]:
-    """The non-loopback `nameserver` lines of a resolv.conf; [] when unreadable."""
-    try:
-        text = resolv_conf.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    servers = []
-    for line in text.splitlines():
-        fields = line.split("#", 1)[0].split()
-        if len(fields) >= 2 and fields[0] == "nameserver":
-            try:
-                address = ipaddress.ip_address(fields[1].split("%", 1)[0])
-            except ValueError:
-                continue
-            if not address.is_loopback and not address.is_unspecified:
-                servers.append(fields[1])
-    return servers
-
-
 def system_upstreams(
     resolv_conf: Sequence[Path], listen: Sequence[ListenAddress] = ()
 ) -> tuple[tuple[UpstreamSpec, ...], Path | None]:
     """The first resolv.conf's nameservers that are neither loopback nor aidns itself."""
     for path in resolv_conf:
-        specs = tuple(parse_upstream(f"[{s}]" if ":" in s else s) for s in nameservers_from(path))
+        found = nameservers(path, remote_only=True)
+        specs = tuple(parse_upstream(f"[{s}]" if ":" in s else s) for s in found)
         specs = tuple(spec for spec in specs if not loops_to(spec, listen))
         if specs:
             return specs, path

@@ -6,17 +6,25 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from aidns.resolver.app import Rules, build_rules
-from aidns.resolver.config import Settings
+from aidns.resolver.config import Settings, load_settings
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.query import Action
 from aidns.resolver.querylog.reader import QueryLogReader
 from aidns.resolver.querylog.writer import DB_NAME, reversed_name
 from aidns.resolver.rules.lists import LOCAL_NAMES, ListAction, normalize_domain
 from aidns.resolver.rules.user import RULES_NAME, UserRule, load_rules
-from aidns.resolver.system.sysfiles import CommandResult, Runner, replace_file, run_command
+from aidns.resolver.system.macos import MACOS_FLUSH
+from aidns.resolver.system.sysfiles import (
+    CommandResult,
+    Runner,
+    replace_file,
+    run_command,
+    shell_line,
+)
 
 BEGIN = b"# >>> aidns begin (managed; do not edit) >>>"
 # The same, when aidns had to end the file's last line before adding its block: `remove`
@@ -27,7 +35,6 @@ _BEGIN_PREFIX = b"# >>> aidns begin"
 _END_PREFIX = b"# <<< aidns end"
 BACKUP_SUFFIX = ".aidns.bak"
 SINKHOLES = ("0.0.0.0", "::")
-MACOS_FLUSH = (("dscacheutil", "-flushcache"), ("killall", "-HUP", "mDNSResponder"))
 
 
 def default_hosts_path(platform: str = sys.platform) -> Path:
@@ -107,6 +114,11 @@ def sinkhole_entries(settings: Settings, rules: Rules | None = None) -> HostsEnt
         process_scoped=scoped,
         notes=notes,
     )
+
+
+def entries_from_config(config_path: Path | None, data_dir: Path | None) -> HostsEntries:
+    """The hosts-file entries for the settings of `config_path` and `data_dir`."""
+    return sinkhole_entries(load_settings(config_path=config_path, data_dir=data_dir))
 
 
 def names_in_file(path: Path) -> Iterator[str]:
@@ -287,3 +299,75 @@ def hosts_lines(entries: HostsEntries) -> Iterable[str]:
     yield BEGIN.decode()
     yield from entries.lines()
     yield END.decode()
+
+
+class CacheFlush(StrEnum):
+    """What became of the system's DNS cache after a hosts-file change."""
+
+    NOT_NEEDED = "not needed"  # lookups here read the hosts file as it is now
+    SKIPPED = "skipped"  # the file did not change, or it was a dry run
+    SUGGESTED = "suggested"  # not asked for: the commands are for a person to run
+    FLUSHED = "flushed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class HostsUpdate:
+    """What `apply` or `remove` did: the change to the file, the cache flush with its
+    commands (and why it failed), and the entries the block holds (none after `remove`)."""
+
+    change: HostsChange
+    flush: CacheFlush
+    flush_commands: tuple[tuple[str, ...], ...]
+    flush_error: str = ""
+    entries: HostsEntries = field(default_factory=lambda: HostsEntries([], []))
+
+
+def _flush_after(
+    change: HostsChange, flush: bool, dry_run: bool, platform: str, runner: Runner
+) -> tuple[CacheFlush, str]:
+    if not flush_commands(platform):
+        return CacheFlush.NOT_NEEDED, ""
+    if not change.changed or dry_run:
+        return CacheFlush.SKIPPED, ""
+    if not flush:
+        return CacheFlush.SUGGESTED, ""
+    for result in flush_cache(platform, runner):
+        if not result.ok:
+            return CacheFlush.FAILED, f"{shell_line(result.argv)} failed: {result.why()}"
+    return CacheFlush.FLUSHED, ""
+
+
+def apply_to_hosts_file(
+    path: Path | None,
+    *,
+    config_path: Path | None = None,
+    data_dir: Path | None = None,
+    flush: bool = False,
+    dry_run: bool = False,
+    platform: str = sys.platform,
+    runner: Runner = run_command,
+) -> HostsUpdate:
+    """Write the names the settings sinkhole into the hosts file (the system's by default),
+    then flush the system's DNS cache if asked and it changed."""
+    path = path or default_hosts_path(platform)
+    entries = entries_from_config(config_path, data_dir)
+    change = apply_hosts(path, entries, dry_run=dry_run)
+    state, error = _flush_after(change, flush, dry_run, platform, runner)
+    return HostsUpdate(change, state, flush_commands(platform), error, entries)
+
+
+def remove_from_hosts_file(
+    path: Path | None,
+    *,
+    flush: bool = False,
+    dry_run: bool = False,
+    platform: str = sys.platform,
+    runner: Runner = run_command,
+) -> HostsUpdate:
+    """Take aidns's block out of the hosts file (the system's by default), then flush the
+    system's DNS cache if asked and it changed."""
+    path = path or default_hosts_path(platform)
+    change = remove_hosts(path, dry_run=dry_run)
+    state, error = _flush_after(change, flush, dry_run, platform, runner)
+    return HostsUpdate(change, state, flush_commands(platform), error)

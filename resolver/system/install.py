@@ -10,7 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aidns.resolver.config import resolve_data_dir
 from aidns.resolver.errors import AidnsError
+from aidns.resolver.system.setupdns import read_record
 from aidns.resolver.system.sysfiles import Runner, replace_file, run_command, shell_line, under
 
 UNIT_NAME = "aidns.service"
@@ -272,6 +274,42 @@ def carry_out(
         say(step.describe(dry_run))
     for note in plan.notes:
         say(note)
+
+
+def install_service(
+    root: Path,
+    platform: str,
+    executable: str | None,
+    *,
+    dry_run: bool = False,
+    say: Callable[[str], None] = lambda line: None,
+) -> None:
+    """Install and start the service that runs `executable` (this aidns by default) at boot,
+    saying each step as it is done."""
+    plan = plan_install(root, platform, executable or find_executable())
+    carry_out(plan, dry_run=dry_run, say=say)
+
+
+def uninstall_service(
+    root: Path,
+    platform: str,
+    *,
+    config_path: Path | None = None,
+    data_dir: Path | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    say: Callable[[str], None] = lambda line: None,
+) -> None:
+    """Stop and remove the service, saying each step as it is done; refused while setup-dns
+    points the system at aidns, unless `force`."""
+    record = read_record(resolve_data_dir(config_path, data_dir))
+    if record is not None and not force:
+        raise AidnsError(
+            f"the system still resolves through aidns ({record.get('mode')}): without it "
+            "every lookup would fail. Run `sudo aidns setup-dns --revert` first, or give "
+            "--force"
+        )
+    carry_out(plan_uninstall(root, platform), dry_run=dry_run, say=say)
 
 
 def _make_parent(path: Path) -> None:

@@ -1,241 +1,46 @@
-"""`aidns setup-dns`: point the system's resolver at aidns, record each change, and revert it."""
+"""`aidns setup-dns`: point the system's resolver at aidns, record each change, and revert it.
+
+`setup_dns` goes in steps: plan what to write and run, preview it for a person, record it
+(before anything changes, so that a failure half-way can be reverted), then apply it."""
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
-import re
-import socket
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
-
-import dns.exception
-import dns.message
-import dns.rcode
 
 from aidns.resolver.config import (
     REMEMBERED_UPSTREAMS,
     Settings,
     load_settings,
-    nameservers_from,
     resolve_data_dir,
 )
 from aidns.resolver.errors import AidnsError, ConfigError
-from aidns.resolver.server import ListenAddress
+from aidns.resolver.resolvconf import RESOLVED_STUBS
+from aidns.resolver.system.dnsmodes import (
+    Mode,
+    ModeChanges,
+    detect_mode,
+    mode_changes,
+    system_nameservers,
+)
+from aidns.resolver.system.nameserver import Nameserver, aidns_nameservers, probe
 from aidns.resolver.system.sysfiles import (
     FileState,
+    Machine,
     Runner,
     digest,
     replace_file,
-    run_command,
     shell_line,
-    under,
 )
 from aidns.resolver.upstream.pool import parse_upstream
 
 RECORD_NAME = "setup-dns.json"
-RESOLV_CONF = "/etc/resolv.conf"
-RESOLVED_UPLINKS = "/run/systemd/resolve/resolv.conf"
-RESOLVED_DROPIN = "/etc/systemd/resolved.conf.d/aidns.conf"
-NM_DROPIN = "/etc/NetworkManager/conf.d/90-aidns.conf"
-RESOLVED_STUBS = ("127.0.0.53", "127.0.0.54")
-NO_SERVERS = "There aren't any DNS Servers set on"
-MACOS_FLUSH = (("dscacheutil", "-flushcache"), ("killall", "-HUP", "mDNSResponder"))
-PROBE_TIMEOUT_S = 3.0
-WRITTEN_BY = "# Written by `aidns setup-dns`; `aidns setup-dns --revert` removes it."
-
-
-class Mode(StrEnum):
-    RESOLV_CONF = "resolv.conf"
-    RESOLVED = "systemd-resolved"
-    NETWORKMANAGER = "networkmanager"
-    MACOS = "macos"
-
-
-@dataclass(frozen=True, slots=True)
-class Machine:
-    """The system to look at and change: its file tree, its platform, how to run its commands.
-    Commands that change a running system run only when the tree is the live one ("/")."""
-
-    root: Path = Path("/")
-    platform: str = sys.platform
-    runner: Runner = run_command
-
-    @property
-    def live(self) -> bool:
-        return self.root.resolve() == Path("/")
-
-    def path(self, path: str) -> Path:
-        return under(self.root, path)
-
-
-@dataclass(frozen=True, slots=True)
-class Nameserver:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def resolved_text(self) -> str:
-        """As systemd-resolved's DNS= reads it."""
-        if self.port == 53:
-            return self.host
-        return str(self)
-
-
-def aidns_nameservers(listen: Sequence[ListenAddress]) -> list[Nameserver]:
-    """Where the system should send its queries: each listen address, a wildcard one as
-    loopback."""
-    found: list[Nameserver] = []
-    for address in listen:
-        host = ipaddress.ip_address(address.host)
-        if host.is_unspecified:
-            host = ipaddress.ip_address("::1" if host.version == 6 else "127.0.0.1")
-        server = Nameserver(str(host), address.port)
-        if server not in found:
-            found.append(server)
-    return found
-
-
-def probe(server: Nameserver, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """Ask `server` for the root's NS records: the rcode it answered with, or None. The
-    socket is connected, so a closed port fails at once instead of timing out."""
-    query = dns.message.make_query(".", "NS")
-    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-    deadline = time.monotonic() + timeout_s
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.connect((server.host, server.port))
-            sock.send(query.to_wire())
-            while True:
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                response = dns.message.from_wire(sock.recv(65535))
-                if response.id == query.id:
-                    return dns.rcode.to_text(response.rcode())
-    except (OSError, dns.exception.DNSException):
-        return None
-
-
-def detect_mode(machine: Machine) -> tuple[Mode, str]:
-    """Who owns the system's resolver settings, and how we can tell."""
-    if machine.platform == "darwin":
-        return Mode.MACOS, "macOS keeps DNS servers per network service"
-    resolv = machine.path(RESOLV_CONF)
-    try:
-        target = os.readlink(resolv)
-    except OSError:
-        target = ""
-    try:
-        text = resolv.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
-    servers = _nameserver_lines(text)
-    if (
-        "systemd/resolve" in target
-        or "systemd-resolved" in text
-        or (servers and servers[0] in RESOLVED_STUBS)
-    ):
-        return Mode.RESOLVED, f"{RESOLV_CONF} is systemd-resolved's" + (
-            f" (a link to {target})" if target else ""
-        )
-    if "NetworkManager" in target or "Generated by NetworkManager" in text:
-        return Mode.NETWORKMANAGER, f"NetworkManager writes {RESOLV_CONF}"
-    if "resolvconf" in target or "resolvconf(8)" in text:
-        raise AidnsError(
-            f"{RESOLV_CONF} is managed by resolvconf, which would undo a change: add "
-            "`nameserver 127.0.0.1` to /etc/resolvconf/resolv.conf.d/head (Debian) or "
-            "`name_servers=127.0.0.1` to /etc/resolvconf.conf (openresolv) yourself, or give "
-            "--mode resolv.conf to replace the link with a plain file"
-        )
-    return Mode.RESOLV_CONF, f"{RESOLV_CONF} is a plain file"
-
-
-def _nameserver_lines(text: str) -> list[str]:
-    found = []
-    for line in text.splitlines():
-        fields = line.split("#", 1)[0].split()
-        if len(fields) >= 2 and fields[0] == "nameserver":
-            found.append(fields[1])
-    return found
-
-
-def system_nameservers(machine: Machine) -> list[str]:
-    """The system's own non-loopback nameservers: what aidns should ask."""
-    if machine.platform == "darwin":
-        return macos_system_servers(machine)
-    for path in (RESOLV_CONF, RESOLVED_UPLINKS):
-        found = nameservers_from(machine.path(path))
-        if found:
-            return found
-    return []
-
-
-def _is_loopback(text: str) -> bool:
-    try:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_unspecified
-
-
-def macos_services(machine: Machine) -> list[str]:
-    """Enabled network services, from `networksetup -listallnetworkservices`."""
-    result = machine.runner(("networksetup", "-listallnetworkservices"))
-    if not result.ok:
-        raise AidnsError(f"networksetup -listallnetworkservices failed: {result.why()}")
-    lines = result.stdout.splitlines()[1:]  # the first line explains the asterisk
-    return [line for line in lines if line.strip() and not line.startswith("*")]
-
-
-def macos_dns_servers(machine: Machine, service: str) -> list[str]:
-    result = machine.runner(("networksetup", "-getdnsservers", service))
-    if not result.ok:
-        raise AidnsError(f"networksetup -getdnsservers {service!r} failed: {result.why()}")
-    if result.stdout.startswith(NO_SERVERS):
-        return []
-    return [line.strip() for line in result.stdout.splitlines() if _is_address(line.strip())]
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
-
-
-_SCUTIL_NAMESERVER = re.compile(r"^\s*nameserver\[\d+\]\s*:\s*(\S+)", re.MULTILINE)
-_SCUTIL_DOMAIN = re.compile(r"^\s*domain\s*:", re.MULTILINE)
-
-
-def scutil_default_servers(text: str) -> list[str]:
-    """The nameservers of `scutil --dns`'s first resolver without a domain: the default one."""
-    for block in text.split("\n\n"):
-        servers = _SCUTIL_NAMESERVER.findall(block)
-        if servers and not _SCUTIL_DOMAIN.search(block):
-            return list(servers)
-    return []
-
-
-def macos_system_servers(machine: Machine) -> list[str]:
-    """The servers set by hand on a service, else those of `scutil --dns`'s default resolver
-    (which DHCP fills)."""
-    found: list[str] = []
-    for service in macos_services(machine):
-        found += [s for s in macos_dns_servers(machine, service) if not _is_loopback(s)]
-    if found:
-        return list(dict.fromkeys(found))
-    result = machine.runner(("scutil", "--dns"))
-    return [s for s in scutil_default_servers(result.stdout) if not _is_loopback(s)]
 
 
 @dataclass(slots=True)
@@ -249,101 +54,17 @@ class Report:
         self.lines.append(line)
 
 
-@dataclass(slots=True)
-class _Plan:
+@dataclass(frozen=True, slots=True)
+class SetupPlan:
+    """Everything setup-dns is to change, decided before anything is: the mode's changes plus
+    the upstreams to remember, each file's state before, and what was decided, in lines."""
+
     mode: Mode
-    files: list[tuple[Path, bytes | None]] = field(default_factory=list)  # None: a directory
-    commands: list[tuple[str, ...]] = field(default_factory=list)
-    undo_commands: list[tuple[str, ...]] = field(default_factory=list)
-    macos: dict[str, list[str]] = field(default_factory=dict)
-
-
-def plain_resolv_conf(old: bytes, servers: Sequence[Nameserver]) -> bytes:
-    """The old file's lines with its nameservers commented out, after aidns's own."""
-    head = (
-        "# aidns setup-dns: this machine asks aidns. `aidns setup-dns --revert` restores the\n"
-        "# previous file; its nameservers are kept as aidns's upstreams.\n"
-        + "".join(f"nameserver {server.host}\n" for server in servers)
-    ).encode()
-    body = []
-    for line in old.splitlines(keepends=True):
-        if line.lstrip().startswith(b"nameserver"):
-            line = b"# (aidns) " + line.lstrip()
-        body.append(line)
-    return head + b"".join(body)
-
-
-def resolved_dropin(servers: Sequence[Nameserver], direct: bool) -> bytes:
-    lines = [
-        WRITTEN_BY,
-        "# systemd-resolved sends every name (~.) to aidns.",
-    ]
-    if direct:
-        lines += [
-            "# Its stub on 127.0.0.53 is off and /etc/resolv.conf names aidns itself, so",
-            "# programs ask aidns directly and aidns can see which program asked.",
-        ]
-    lines += [
-        "[Resolve]",
-        f"DNS={' '.join(server.resolved_text for server in servers)}",
-        "Domains=~.",
-    ]
-    if direct:
-        lines.append("DNSStubListener=no")
-    return ("\n".join(lines) + "\n").encode()
-
-
-def networkmanager_dropin(servers: Sequence[Nameserver]) -> bytes:
-    lines = [
-        WRITTEN_BY,
-        "# NetworkManager writes aidns into /etc/resolv.conf instead of each connection's DNS.",
-        "[global-dns-domain-*]",
-        f"servers={','.join(server.host for server in servers)}",
-    ]
-    return ("\n".join(lines) + "\n").encode()
-
-
-def _need_port_53(servers: Sequence[Nameserver], where: str) -> list[Nameserver]:
-    usable = [server for server in servers if server.port == 53]
-    if not usable:
-        raise AidnsError(
-            f"aidns listens on {', '.join(map(str, servers))}, but {where} can only name "
-            "servers on port 53: give --listen 127.0.0.1:53 (as the installed service uses)"
-        )
-    return usable
-
-
-def _plan(machine: Machine, mode: Mode, servers: list[Nameserver], direct: bool) -> _Plan:
-    plan = _Plan(mode)
-    resolv = machine.path(RESOLV_CONF)
-    if mode is Mode.RESOLV_CONF:
-        old = resolv.read_bytes() if resolv.is_file() else b""
-        plan.files.append((resolv, plain_resolv_conf(old, _need_port_53(servers, "resolv.conf"))))
-    elif mode is Mode.RESOLVED:
-        if direct:
-            servers = _need_port_53(servers, "resolv.conf")
-        dropin = machine.path(RESOLVED_DROPIN)
-        plan.files += [(dropin.parent, None), (dropin, resolved_dropin(servers, direct))]
-        if direct:
-            plan.files.append((resolv, plain_resolv_conf(b"", servers)))
-        restart = ("systemctl", "restart", "systemd-resolved.service")
-        plan.commands.append(restart)
-        plan.undo_commands.append(restart)
-    elif mode is Mode.NETWORKMANAGER:
-        dropin = machine.path(NM_DROPIN)
-        servers = _need_port_53(servers, "NetworkManager")
-        plan.files += [(dropin.parent, None), (dropin, networkmanager_dropin(servers))]
-        plan.commands.append(("nmcli", "general", "reload"))
-        plan.undo_commands.append(("nmcli", "general", "reload"))
-    else:
-        servers = _need_port_53(servers, "macOS")
-        for service in macos_services(machine):
-            plan.macos[service] = macos_dns_servers(machine, service)
-            hosts = [server.host for server in servers]
-            plan.commands.append(("networksetup", "-setdnsservers", service, *hosts))
-        plan.commands += MACOS_FLUSH
-        plan.undo_commands += MACOS_FLUSH
-    return plan
+    direct: bool
+    decisions: list[str]
+    files: list[tuple[Path, bytes | None]]  # None: a directory to create
+    befores: list[FileState]
+    changes: ModeChanges
 
 
 def record_path(data_dir: Path) -> Path:
@@ -387,6 +108,36 @@ def _load(
     )
 
 
+def _refuse_a_second_setup(data_dir: Path) -> None:
+    existing = read_record(data_dir)
+    if existing is not None:
+        raise AidnsError(
+            f"setup-dns already pointed this system at aidns ({existing.get('mode')}, "
+            f"{existing.get('created')}; record in {record_path(data_dir)}): run "
+            "`aidns setup-dns --revert` first"
+        )
+
+
+def _answering(
+    servers: list[Nameserver],
+    probe_server: Callable[[Nameserver], str | None],
+    force: bool,
+    decisions: list[str],
+) -> list[Nameserver]:
+    """Those of aidns's `servers` that answer DNS; all of them when none does but `force`."""
+    answering = [server for server in servers if probe_server(server) is not None]
+    if not answering and not force:
+        raise AidnsError(
+            f"nothing answers DNS on {', '.join(map(str, servers))}, so pointing the system "
+            "there would stop all lookups: start aidns first (`sudo aidns install`, or "
+            "`aidns serve`), or give --force"
+        )
+    for server in servers:
+        if server not in answering and answering:
+            decisions.append(f"left out {server}: nothing answers DNS there")
+    return answering or servers
+
+
 def _upstreams_to_keep(
     settings: Settings, machine: Machine, mode: Mode, given: Sequence[str]
 ) -> tuple[list[str] | None, str]:
@@ -416,6 +167,129 @@ def _upstreams_to_keep(
     return specs, "the system's nameservers"
 
 
+def plan_setup(
+    machine: Machine,
+    settings: Settings,
+    *,
+    mode: Mode | None,
+    direct: bool,
+    upstream: Sequence[str],
+    force: bool,
+    probe_server: Callable[[Nameserver], str | None],
+) -> SetupPlan:
+    """Decide the mode, the servers the system is to ask, the upstreams aidns keeps, and the
+    files and commands that do it. Changes nothing."""
+    decisions: list[str] = []
+    why = "given with --mode"
+    if mode is None:
+        mode, why = detect_mode(machine)
+    decisions.append(f"mode: {mode} ({why})")
+    if direct and mode is not Mode.RESOLVED:
+        raise AidnsError("--direct is for systemd-resolved only: the other modes are direct")
+    servers = _answering(aidns_nameservers(settings.listen), probe_server, force, decisions)
+    keep, decided = _upstreams_to_keep(settings, machine, mode, upstream)
+    changes = mode_changes(machine, mode, servers, direct)
+    files = list(changes.files)
+    if keep is not None:
+        remembered = settings.data_dir / REMEMBERED_UPSTREAMS
+        files.append((remembered, "".join(f"{server}\n" for server in keep).encode()))
+        decisions.append(f"upstreams: {', '.join(keep)} ({decided}), kept in {remembered}")
+    else:
+        decisions.append(f"upstreams: {decided}")
+    befores = [FileState.of(path) for path, _ in files]
+    return SetupPlan(mode, direct, decisions, files, befores, changes)
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse before changing anything when a file could not be written."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        raise AidnsError(
+            f"{path} cannot be changed by this user (uid {os.getuid()}), so nothing was: "
+            "run `sudo aidns setup-dns`"
+        )
+
+
+def _verb(present: str, past: str, dry_run: bool) -> str:
+    return f"would {present}" if dry_run else past
+
+
+def _command_lines(
+    commands: Sequence[Sequence[str]], runs: bool, root: object, dry_run: bool
+) -> list[str]:
+    """One line per command: run (or to be), or not run because the tree is not the live one."""
+    if runs:
+        return [f"{_verb('run', 'ran', dry_run)}: {shell_line(command)}" for command in commands]
+    return [f"not run under --root {root}: {shell_line(command)}" for command in commands]
+
+
+def _runs_commands(machine: Machine, mode: Mode) -> bool:
+    return machine.live or mode is Mode.MACOS
+
+
+def preview(plan: SetupPlan, machine: Machine, dry_run: bool) -> list[str]:
+    """What applying `plan` does, or would do: each file with its new text, each command."""
+    lines: list[str] = []
+    for (path, data), before in zip(plan.files, plan.befores, strict=True):
+        if data is None:
+            if before.kind == "absent":
+                lines.append(f"{_verb('create', 'created', dry_run)} directory {path}")
+            continue
+        lines.append(f"{_verb('write', 'wrote', dry_run)} {path} (was {before.describe()}):")
+        lines += [f"    | {line}" for line in data.decode("utf-8", "replace").splitlines()]
+    runs = _runs_commands(machine, plan.mode)
+    return lines + _command_lines(plan.changes.commands, runs, machine.root, dry_run)
+
+
+def new_record(plan: SetupPlan, machine: Machine) -> dict[str, Any]:
+    """What `revert_dns` needs to undo `plan`: each file as it was, the commands that undo."""
+    return {
+        "version": 1,
+        "mode": str(plan.mode),
+        "direct": plan.direct,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "root": str(machine.root),
+        "files": [{"before": before.to_json(), "written": None} for before in plan.befores],
+        "undo": [list(command) for command in plan.changes.undo_commands],
+        "macos": plan.changes.macos,
+    }
+
+
+def _make_directory(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AidnsError(f"cannot create {path}: {exc.strerror}") from None
+
+
+def _run_all(runner: Runner, commands: Sequence[Sequence[str]]) -> None:
+    for command in commands:
+        result = runner(tuple(command))
+        if not result.ok:
+            raise AidnsError(f"`{shell_line(command)}` failed: {result.why()}")
+
+
+def apply_plan(plan: SetupPlan, machine: Machine, record: dict[str, Any], data_dir: Path) -> None:
+    """Write the files and run the commands, noting each file written in the record; on a
+    failure, put everything back and drop the record."""
+    try:
+        for index, (path, data) in enumerate(plan.files):
+            if data is None:
+                _make_directory(path)
+                continue
+            replace_file(path, data, follow_symlinks=False)
+            record["files"][index]["written"] = digest(data)
+        _write_record(data_dir, record)
+        if _runs_commands(machine, plan.mode):
+            _run_all(machine.runner, plan.changes.commands)
+    except AidnsError:
+        _restore(record, machine, Report())
+        record_path(data_dir).unlink(missing_ok=True)
+        raise
+
+
 def setup_dns(
     machine: Machine,
     *,
@@ -433,123 +307,28 @@ def setup_dns(
     first, and every change is recorded so that `revert_dns` undoes it exactly."""
     settings = _load(machine, config_path, data_dir, listen)
     directory = settings.data_dir
-    existing = read_record(directory)
-    if existing is not None:
-        raise AidnsError(
-            f"setup-dns already pointed this system at aidns ({existing.get('mode')}, "
-            f"{existing.get('created')}; record in {record_path(directory)}): run "
-            "`aidns setup-dns --revert` first"
-        )
-    report = Report()
-    why = "given with --mode"
-    if mode is None:
-        mode, why = detect_mode(machine)
-    report.mode = mode
-    report.say(f"mode: {mode} ({why})")
-    if direct and mode is not Mode.RESOLVED:
-        raise AidnsError("--direct is for systemd-resolved only: the other modes are direct")
-
-    servers = aidns_nameservers(settings.listen)
-    answering = [server for server in servers if probe_server(server) is not None]
-    if not answering and not force:
-        raise AidnsError(
-            f"nothing answers DNS on {', '.join(map(str, servers))}, so pointing the system "
-            "there would stop all lookups: start aidns first (`sudo aidns install`, or "
-            "`aidns serve`), or give --force"
-        )
-    for server in servers:
-        if server not in answering and answering:
-            report.say(f"left out {server}: nothing answers DNS there")
-    if answering:
-        servers = answering
-
-    keep, decided = _upstreams_to_keep(settings, machine, mode, upstream)
-    remembered = directory / REMEMBERED_UPSTREAMS
-    plan = _plan(machine, mode, servers, direct)
-    files = list(plan.files)
-    if keep is not None:
-        text = "".join(f"{server}\n" for server in keep)
-        files.append((remembered, text.encode()))
-        report.say(f"upstreams: {', '.join(keep)} ({decided}), kept in {remembered}")
-    else:
-        report.say(f"upstreams: {decided}")
-
-    befores = [FileState.of(path) for path, _ in files]
+    _refuse_a_second_setup(directory)
+    plan = plan_setup(
+        machine,
+        settings,
+        mode=mode,
+        direct=direct,
+        upstream=upstream,
+        force=force,
+        probe_server=probe_server,
+    )
     if not dry_run:
-        for path in [directory, *(path for path, _ in files)]:
+        for path in [directory, *(path for path, _ in plan.files)]:
             _check_writable(path)
-    for (path, data), before in zip(files, befores, strict=True):
-        if data is None:
-            if before.kind == "absent":
-                report.say(f"{_verb('create', 'created', dry_run)} directory {path}")
-            continue
-        report.say(f"{_verb('write', 'wrote', dry_run)} {path} (was {before.describe()}):")
-        report.lines += [f"    | {line}" for line in data.decode("utf-8", "replace").splitlines()]
-    for command in plan.commands:
-        if machine.live or mode is Mode.MACOS:
-            report.say(f"{_verb('run', 'ran', dry_run)}: {shell_line(command)}")
-        else:
-            report.say(f"not run under --root {machine.root}: {shell_line(command)}")
+    report = Report(list(plan.decisions), plan.mode)
+    report.lines += preview(plan, machine, dry_run)
     if dry_run:
         return report
-
-    record: dict[str, Any] = {
-        "version": 1,
-        "mode": str(mode),
-        "direct": direct,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "root": str(machine.root),
-        "files": [{"before": before.to_json(), "written": None} for before in befores],
-        "undo": [list(command) for command in plan.undo_commands],
-        "macos": plan.macos,
-    }
+    record = new_record(plan, machine)
     _write_record(directory, record)  # first: a failure half-way can still be reverted
-    try:
-        for index, (path, data) in enumerate(files):
-            if data is None:
-                _make_directory(path)
-                continue
-            replace_file(path, data, follow_symlinks=False)
-            record["files"][index]["written"] = digest(data)
-        _write_record(directory, record)
-        if machine.live or mode is Mode.MACOS:
-            _run_all(machine.runner, plan.commands)
-    except AidnsError:
-        _restore(record, machine, Report())
-        record_path(directory).unlink(missing_ok=True)
-        raise
+    apply_plan(plan, machine, record, directory)
     report.say(f"recorded in {record_path(directory)}; `aidns setup-dns --revert` undoes it")
     return report
-
-
-def _check_writable(path: Path) -> None:
-    """Refuse before changing anything when a file could not be written."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not os.access(existing, os.W_OK):
-        raise AidnsError(
-            f"{path} cannot be changed by this user (uid {os.getuid()}), so nothing was: "
-            "run `sudo aidns setup-dns`"
-        )
-
-
-def _make_directory(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AidnsError(f"cannot create {path}: {exc.strerror}") from None
-
-
-def _verb(present: str, past: str, dry_run: bool) -> str:
-    return f"would {present}" if dry_run else past
-
-
-def _run_all(runner: Runner, commands: Sequence[Sequence[str]]) -> None:
-    for command in commands:
-        result = runner(tuple(command))
-        if not result.ok:
-            raise AidnsError(f"`{shell_line(command)}` failed: {result.why()}")
 
 
 def _restore(
@@ -607,15 +386,12 @@ def revert_dns(
             f"{record_path(directory)}: fix that, then run --revert again"
         )
     live = Path(str(record.get("root", "/"))).resolve() == Path("/")
+    runs = live or report.mode is Mode.MACOS
     undo = [tuple(command) for command in record.get("undo", [])]
-    for command in undo:
-        if live or report.mode is Mode.MACOS:
-            report.say(f"{_verb('run', 'ran', dry_run)}: {shell_line(command)}")
-        else:
-            report.say(f"not run under --root {record.get('root')}: {shell_line(command)}")
+    report.lines += _command_lines(undo, runs, record.get("root"), dry_run)
     if dry_run:
         return report
-    if live or report.mode is Mode.MACOS:
+    if runs:
         _run_all(machine.runner, undo)
     record_path(directory).unlink(missing_ok=True)
     report.say("reverted: the system resolves as it did before setup-dns")

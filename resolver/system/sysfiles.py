@@ -10,6 +10,7 @@ import os
 import shlex
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -252,6 +253,23 @@ def run_command(argv: Sequence[str], timeout_s: float = 60.0) -> CommandResult:
     except subprocess.TimeoutExpired:
         return CommandResult(tuple(argv), 124, "", f"{argv[0]}: no result within {timeout_s:g} s")
     return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """The system to look at and change: its file tree, its platform, how to run its commands.
+    Commands that change a running system run only when the tree is the live one ("/")."""
+
+    root: Path = Path("/")
+    platform: str = sys.platform
+    runner: Runner = run_command
+
+    @property
+    def live(self) -> bool:
+        return self.root.resolve() == Path("/")
+
+    def path(self, path: str) -> Path:
+        return under(self.root, path)
 
 
 def shell_line(argv: Sequence[str]) -> str:

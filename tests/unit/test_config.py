@@ -9,7 +9,6 @@ from aidns.resolver.config import (
     FALLBACK_UPSTREAM,
     Settings,
     load_settings,
-    nameservers_from,
     remember_upstreams,
 )
 from aidns.resolver.errors import ConfigError
@@ -119,15 +118,6 @@ def test_configured_upstreams_are_not_followed(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, upstream=["192.0.2.1"], resolv="nameserver 192.0.2.9\n")
     assert settings.follow_resolv_conf == ()
     assert "following" not in "".join(settings.describe())
-
-
-def test_nameservers_from_skips_loopback_and_junk(tmp_path: Path) -> None:
-    path = tmp_path / "resolv.conf"
-    path.write_text(
-        "nameserver ::1\nnameserver bogus\nnameserver 0.0.0.0\nnameserver 198.51.100.1\n"
-    )
-    assert nameservers_from(path) == ["198.51.100.1"]
-    assert nameservers_from(tmp_path / "missing") == []
 
 
 @pytest.mark.parametrize(

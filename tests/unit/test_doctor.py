@@ -15,23 +15,12 @@ from typer.testing import CliRunner
 from aidns.cli.main import app
 from aidns.resolver.config import Settings, load_settings
 from aidns.resolver.server import ListenAddress
-from aidns.resolver.system.doctor import (
-    Check,
-    Holder,
-    Status,
-    check_attribution,
-    check_query_log,
-    check_relay,
-    check_system_dns,
-    check_upstreams,
-    healthy,
-    macos_holders,
-    resolved_servers,
-    run_doctor,
-    socket_holders,
-)
-from aidns.resolver.system.setupdns import Machine
-from aidns.resolver.system.sysfiles import CommandResult
+from aidns.resolver.system.checks import Check, Status, healthy
+from aidns.resolver.system.doctor import run_doctor
+from aidns.resolver.system.holders import Holder, macos_holders, socket_holders
+from aidns.resolver.system.routing import check_relay, check_system_dns, resolved_servers
+from aidns.resolver.system.serving import check_attribution, check_query_log, check_upstreams
+from aidns.resolver.system.sysfiles import CommandResult, Machine
 from tests.helpers import dnsmasq
 from tests.helpers.certs import make_cert
 from tests.helpers.dnsserver import FakeTlsNameserver

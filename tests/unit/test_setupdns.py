@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -15,18 +14,15 @@ from typer.testing import CliRunner
 
 from aidns.cli.main import app
 from aidns.resolver.errors import AidnsError
+from aidns.resolver.system.dnsmodes import Mode, detect_mode
+from aidns.resolver.system.nameserver import Nameserver
 from aidns.resolver.system.setupdns import (
-    Machine,
-    Mode,
-    Nameserver,
-    detect_mode,
-    probe,
     read_record,
     record_path,
     revert_dns,
     setup_dns,
 )
-from aidns.resolver.system.sysfiles import CommandResult, FileState, is_mount_point
+from aidns.resolver.system.sysfiles import CommandResult, Machine
 
 runner = CliRunner()
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "macos"
@@ -277,39 +273,6 @@ def test_a_failure_half_way_puts_everything_back(tmp_path: Path, config: Path) -
         setup(root, config, data)
     assert tree(root) == before
     assert not record_path(data).exists()
-
-
-def test_probe_answers_and_refusals() -> None:
-    assert probe(Nameserver("127.0.0.1", 9)) is None  # nothing listens on discard
-
-
-def test_file_state_restores_files_links_and_absence(tmp_path: Path) -> None:
-    target = tmp_path / "f"
-    target.write_bytes(b"a\r\nb")
-    target.chmod(0o600)
-    saved = FileState.of(target)
-    assert FileState.from_json(json.loads(json.dumps(saved.to_json()))) == saved
-    target.unlink()
-    target.symlink_to("/nowhere")
-    saved.restore()
-    assert not target.is_symlink() and target.read_bytes() == b"a\r\nb"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    missing = FileState.of(tmp_path / "new")
-    (tmp_path / "new").write_text("x")
-    missing.restore()
-    assert not (tmp_path / "new").exists()
-
-
-def test_mount_points_are_found_in_mountinfo(tmp_path: Path) -> None:
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(
-        "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
-        "31 25 0:26 /netns/x/resolv.conf /etc/resolv.conf rw - ext4 /dev/vda1 rw\n"
-        "32 25 0:26 /x /my\\040dir/hosts rw - ext4 /dev/vda1 rw\n"
-    )
-    assert is_mount_point(Path("/etc/resolv.conf"), mountinfo)
-    assert is_mount_point(Path("/my dir/hosts"), mountinfo)
-    assert not is_mount_point(Path("/etc/hosts"), mountinfo)
 
 
 class FakeMac:
