@@ -16,7 +16,6 @@ import typer
 from aidns.cli.errors import fail
 from aidns.cli.options import ConfigOption, DataDirOption
 from aidns.cli.table import render, when
-from aidns.resolver.app import build_rules
 from aidns.resolver.config import load_settings, resolve_data_dir
 from aidns.resolver.datafiles import (
     PAUSE_NAME,
@@ -30,6 +29,7 @@ from aidns.resolver.errors import AidnsError, ConfigError
 from aidns.resolver.query import Action
 from aidns.resolver.querylog.reader import QueryLogReader, parse_time
 from aidns.resolver.querylog.writer import DB_NAME
+from aidns.resolver.rules.ruleset import build_rule_set
 from aidns.resolver.rules.user import (
     RULES_NAME,
     Change,
@@ -122,7 +122,7 @@ def unblock(
         change = remove_rules(directory / RULES_NAME, name, "block", dry_run=dry_run)
     _report(change, dry_run)
     settings = load_settings(config_path=config, data_dir=directory)
-    decision = build_rules(settings).matcher.decide(domain_argument(name).encode())
+    decision = build_rule_set(settings).matcher.decide(domain_argument(name).encode())
     by_list = decision is not None and not decision.list_name.startswith("rules:")
     if decision is not None and decision.action is Action.BLOCKED and by_list:
         typer.echo(

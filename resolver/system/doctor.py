@@ -17,13 +17,13 @@ from pathlib import Path
 
 import dns.message
 
-from aidns.resolver.app import build_rules
 from aidns.resolver.config import Settings, load_settings
 from aidns.resolver.errors import AidnsError, UpstreamError
 from aidns.resolver.procinfo.lookup import ToolKind, default_catalogue, user_name
 from aidns.resolver.procinfo.macos import parse_lsof_fields
 from aidns.resolver.query import ProcessInfo
 from aidns.resolver.querylog.writer import DB_NAME
+from aidns.resolver.rules.ruleset import build_rule_set
 from aidns.resolver.server import ListenAddress
 from aidns.resolver.system.setupdns import (
     RESOLV_CONF,
@@ -546,7 +546,7 @@ def check_upstreams(settings: Settings, machine: Machine, proc_root: Path) -> li
 
 def check_lists(settings: Settings) -> list[Check]:
     try:
-        rules = build_rules(settings)
+        rules = build_rule_set(settings)
     except AidnsError as exc:
         return [Check(Status.FAIL, "lists", str(exc), "fix that file")]
     enabled = [d for d in rules.lists if d.enabled and len(d)]
