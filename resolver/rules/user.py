@@ -56,6 +56,16 @@ class UserRule:
         entry["added"] = self.added
         return entry
 
+    def as_json(self) -> dict[str, str]:
+        """The rule as `aidns rules` shows it: kind is block, allow or surgical."""
+        return {
+            "name": ("=" if self.exact else "") + self.name,
+            "kind": self.label,
+            "scope": self.scope,
+            "note": self.note,
+            "added": self.added,
+        }
+
     def covers(self, process: ProcessInfo) -> bool:
         return any(_process_matches(pattern, process) for pattern in self.processes)
 
