@@ -23,7 +23,7 @@ def check(
 
     Exits 1 when NAME is blocked and 0 otherwise, so scripts can test it.
     """
-    from aidns.resolver.rules.catalogue import check_name
+    from aidns.resolver.rules.inspection import check_name
 
     verdict = check_name(command_settings(ctx, config, data_dir), name)
     if as_json:

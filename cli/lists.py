@@ -35,7 +35,6 @@ lists_app = typer.Typer(
 )
 
 
-
 @lists_app.callback(invoke_without_command=True)
 def lists(
     ctx: typer.Context,
@@ -46,7 +45,7 @@ def lists(
     """Every list: name, action, on or off (and who said so), entries, source, last update."""
     if ctx.invoked_subcommand is not None:
         return
-    from aidns.resolver.rules.catalogue import list_infos
+    from aidns.resolver.rules.inspection import list_infos
 
     infos, problems = list_infos(command_settings(ctx, config, data_dir))
     if as_json:
@@ -134,7 +133,7 @@ def show(
     data_dir: DataDirOption = None,
 ) -> None:
     """A list's entries, each with its action, purpose, what blocking it breaks, and evidence."""
-    from aidns.resolver.rules.catalogue import entry_json, show_list
+    from aidns.resolver.rules.inspection import entry_json, show_list
 
     info, loaded = show_list(command_settings(ctx, config, data_dir), name)
     entries = [entry_json(rule) for rule in loaded.rules]

@@ -7,39 +7,25 @@ server picks the change up within a second.
 from __future__ import annotations
 
 import json
+import math
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from aidns.cli.errors import fail
 from aidns.cli.options import ConfigOption, DataDirOption
 from aidns.cli.table import render, when
-from aidns.resolver.app import build_rules
-from aidns.resolver.config import load_settings, resolve_data_dir
-from aidns.resolver.datafiles import (
-    PAUSE_NAME,
-    locked,
-    process_alive,
-    read_pause,
-    read_status,
-    write_atomic,
+from aidns.resolver.config import resolve_data_dir
+from aidns.resolver.rules.edit import (
+    allow_name,
+    block_name,
+    pause_blocking,
+    resume_blocking,
+    server_status,
+    unblock_name,
+    user_rules,
 )
-from aidns.resolver.errors import AidnsError, ConfigError
-from aidns.resolver.query import Action
-from aidns.resolver.querylog.reader import QueryLogReader, parse_time
-from aidns.resolver.querylog.writer import DB_NAME
-from aidns.resolver.rules.user import (
-    RULES_NAME,
-    Change,
-    UserRule,
-    add_rules,
-    domain_argument,
-    load_rules,
-    plan_surgical,
-    remove_rules,
-)
+from aidns.resolver.rules.user import Change, UserRule
 
 NoteOption = Annotated[str, typer.Option(help="Why: shown by `aidns rules`.")]
 DEFAULT_PAUSE = "5m"
@@ -59,17 +45,6 @@ def _report(change: Change, dry_run: bool) -> None:
         typer.echo(f"{verb}{'add' if dry_run else 'added'}: {_describe(rule)}")
     for rule in change.removed:
         typer.echo(f"{verb}{'remove' if dry_run else 'removed'}: {_describe(rule)}")
-
-
-def _seen_under(data_dir: Path, name: str) -> list[dict[str, Any]]:
-    path = data_dir / DB_NAME
-    if not path.exists():
-        return []
-    reader = QueryLogReader(path)
-    try:
-        return reader.askers(name)
-    finally:
-        reader.close()
 
 
 def block(
@@ -96,17 +71,15 @@ def block(
     data_dir: DataDirOption = None,
 ) -> None:
     """Block NAME and every name below it, for every program (or surgically: see --surgical)."""
-    directory = resolve_data_dir(config, data_dir)
-    if surgical or process:
-        change = plan_surgical(
-            name, _seen_under(directory, name), process or (), exact_fallback=exact, note=note
-        )
-    else:
-        change = Change(added=[UserRule(domain_argument(name), exact=exact, note=note)])
-    if change.added:
-        with locked(directory):
-            done = add_rules(directory / RULES_NAME, change.added, dry_run=dry_run)
-        change.added = done.added
+    change = block_name(
+        resolve_data_dir(config, data_dir),
+        name,
+        note=note,
+        surgical=surgical,
+        processes=process or (),
+        exact=exact,
+        dry_run=dry_run,
+    )
     _report(change, dry_run)
 
 
@@ -118,19 +91,18 @@ def unblock(
 ) -> None:
     """Remove your block rules for NAME; says so when a list blocks it instead."""
     directory = resolve_data_dir(config, data_dir)
-    with locked(directory):
-        change = remove_rules(directory / RULES_NAME, name, "block", dry_run=dry_run)
-    _report(change, dry_run)
-    settings = load_settings(config_path=config, data_dir=directory)
-    decision = build_rules(settings).matcher.decide(domain_argument(name).encode())
-    by_list = decision is not None and not decision.list_name.startswith("rules:")
-    if decision is not None and decision.action is Action.BLOCKED and by_list:
+    done = unblock_name(directory, name, config_path=config, dry_run=dry_run)
+    _report(done.change, dry_run)
+    if done.check_error is not None:
+        raise done.check_error
+    decision = done.blocked_by_list
+    if decision is not None:
         typer.echo(
             f"{name} is still blocked by the list {decision.list_name!r} (rule {decision.rule}). "
             f"Turn that list off with `aidns lists disable {decision.list_name}`, "
             f"or let the name through with `aidns allow {name}`."
         )
-    elif not change.removed:
+    elif not done.change.removed:
         typer.echo(f"you have no block rule for {name}; nothing changed")
 
 
@@ -144,9 +116,7 @@ def allow(
 ) -> None:
     """Allow NAME (and below): this beats every list and every block rule."""
     directory = resolve_data_dir(config, data_dir)
-    rule = UserRule(domain_argument(name), kind="allow", exact=exact, note=note)
-    with locked(directory):
-        change = add_rules(directory / RULES_NAME, [rule], dry_run=dry_run)
+    change = allow_name(directory, name, note=note, exact=exact, dry_run=dry_run)
     _report(change, dry_run)
 
 
@@ -156,17 +126,7 @@ def rules(
     data_dir: DataDirOption = None,
 ) -> None:
     """Your own rules: name, kind (block, allow, surgical), scope, note, when added."""
-    found = load_rules(resolve_data_dir(config, data_dir) / RULES_NAME)
-    shown = [
-        {
-            "name": ("=" if r.exact else "") + r.name,
-            "kind": r.label,
-            "scope": r.scope,
-            "note": r.note,
-            "added": r.added,
-        }
-        for r in found
-    ]
+    shown = [rule.as_json() for rule in user_rules(resolve_data_dir(config, data_dir))]
     if as_json:
         typer.echo(json.dumps(shown, indent=2))
     elif not shown:
@@ -184,29 +144,17 @@ def pause(
     data_dir: DataDirOption = None,
 ) -> None:
     """Stop blocking for everyone for a while (five minutes unless told); still logs all."""
-    directory = resolve_data_dir(config, data_dir)
-    if duration in ("forever", "0"):
-        until, text = "", "until `aidns resume`"
+    until = pause_blocking(resolve_data_dir(config, data_dir), duration)
+    if until == math.inf:
+        text = "until `aidns resume`"
     else:
-        seconds = time.time() - parse_time(duration, option="DURATION", now=time.time())
-        if seconds <= 0:
-            raise ConfigError(f"DURATION: {duration!r} must be positive")
-        deadline = time.time() + seconds
-        until = f"{deadline:.3f}"
-        text = f"until {time.strftime('%H:%M:%S', time.localtime(deadline))}"
-    with locked(directory):
-        write_atomic(directory / PAUSE_NAME, until + "\n")
+        text = f"until {time.strftime('%H:%M:%S', time.localtime(until))}"
     typer.echo(f"blocking paused {text}")
 
 
 def resume(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Blocking on again."""
-    try:
-        directory = resolve_data_dir(config, data_dir)
-        with locked(directory):
-            (directory / PAUSE_NAME).unlink(missing_ok=True)
-    except (AidnsError, OSError) as exc:
-        raise fail(AidnsError(str(exc))) from None
+    resume_blocking(resolve_data_dir(config, data_dir))
     typer.echo("blocking resumed")
 
 
@@ -217,12 +165,10 @@ def status(
 ) -> None:
     """Running or not, paused or not, lists loaded, queries and blocks since start, errors."""
     directory = resolve_data_dir(config, data_dir)
-    found = read_status(directory)
-    running = bool(found) and process_alive(int(found.get("pid", 0))) if found else False
-    paused = read_pause(directory)
+    state = server_status(directory)
+    found, running, paused = state.written, state.running, state.paused_until
     if as_json:
-        report = {"running": running, "paused_until": paused, "status": found}
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(json.dumps(state.as_json(), indent=2))
         raise typer.Exit(0 if running else 1)
     if not found or not running:
         last = f" (last seen {when(found.get('updated'))})" if found else ""

@@ -10,13 +10,12 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aidns.resolver.config import Settings, default_upstreams, remember_upstreams
 from aidns.resolver.datafiles import PAUSE_NAME, read_pause, write_status
-from aidns.resolver.errors import AidnsError, ConfigError
+from aidns.resolver.errors import AidnsError
 from aidns.resolver.pipeline import Observer, Pipeline, default_stages
 from aidns.resolver.procinfo.lookup import (
     CATALOGUE_FILE,
@@ -25,76 +24,20 @@ from aidns.resolver.procinfo.lookup import (
     default_lookup,
 )
 from aidns.resolver.querylog.writer import DB_NAME, QueryLog
-from aidns.resolver.rules.catalogue import apply_list_choices
-from aidns.resolver.rules.lists import (
-    DomainList,
-    DomainMatcher,
-    ListAction,
-    Rule,
-    load_lists,
-    normalize_domain,
-)
 from aidns.resolver.rules.reload import Reloader
-from aidns.resolver.rules.user import (
-    RULES_NAME,
-    ProcessRules,
-    ProcessRulesStage,
-    load_rules,
-    rule_lists,
-)
+from aidns.resolver.rules.ruleset import build_rule_set
+from aidns.resolver.rules.user import RULES_NAME
 from aidns.resolver.server import DnsServer
 from aidns.resolver.stages.access import AccessStage
 from aidns.resolver.stages.attribution import AttributionStage
 from aidns.resolver.stages.blocking import BlockingStage
 from aidns.resolver.stages.caching import AnswerCache, CachingStage
 from aidns.resolver.stages.forwarding import ForwardingStage
+from aidns.resolver.stages.processrules import ProcessRulesStage
 from aidns.resolver.system.sdnotify import notify, watchdog_interval_s
 from aidns.resolver.upstream.pool import UpstreamPool
 
 log = logging.getLogger(__name__)
-
-
-def config_rules(settings: Settings) -> list[DomainList]:
-    """The `block:` and `allow:` names of the config file, as two small lists."""
-    made = []
-    for key, names, action in (
-        ("block", settings.block, ListAction.BLOCK),
-        ("allow", settings.allow, ListAction.ALLOW),
-    ):
-        domain_list = DomainList(
-            name=f"config:{key}", action=action, source=str(settings.config_path)
-        )
-        for text in names:
-            exact = text.startswith("=")
-            try:
-                domain = normalize_domain(text.lstrip("=")).decode()
-            except ValueError as exc:
-                raise ConfigError(f"{key}: {exc}", source=str(settings.config_path)) from None
-            domain_list.rules.append(Rule(domain, action, domain_list.name, exact=exact))
-        made.append(domain_list)
-    return made
-
-
-@dataclass(slots=True)
-class Rules:
-    """Everything that decides a name, built together and swapped in whole on a reload."""
-
-    matcher: DomainMatcher
-    lists: list[DomainList]
-    process_rules: ProcessRules
-    problems: list[str]
-
-
-def build_rules(settings: Settings) -> Rules:
-    """Every enabled list, the config's and the user's rules. A broken list file is reported
-    and skipped; a broken rules file raises, so a reload keeps the rules in effect."""
-    lists, problems = load_lists(settings.list_dirs)
-    problems.extend(apply_list_choices(lists, settings))
-    rules_path = settings.data_dir / RULES_NAME
-    user_rules = load_rules(rules_path)
-    lists.extend(config_rules(settings))
-    lists.extend(rule_lists(user_rules, str(rules_path)))
-    return Rules(DomainMatcher(lists), lists, ProcessRules(user_rules), problems)
 
 
 class Resolver:
@@ -103,7 +46,7 @@ class Resolver:
     def __init__(self, settings: Settings, reload_settings: Callable[[], Settings] | None = None):
         self.settings = settings
         self.reload_settings = reload_settings or (lambda: settings)
-        self.rules = build_rules(settings)
+        self.rules = build_rule_set(settings)
         for problem in self.rules.problems:
             log.error("%s", problem)
         self.errors: list[str] = list(self.rules.problems)
@@ -156,7 +99,7 @@ class Resolver:
         """Build everything anew off the serving path; swap it in only if it all parsed."""
         try:
             settings = self.reload_settings()
-            rules = build_rules(settings)
+            rules = build_rule_set(settings)
         except AidnsError as exc:
             self.errors = [str(exc)]
             log.error("reload: %s; the previous rules stay in effect", exc)

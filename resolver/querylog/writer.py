@@ -34,8 +34,8 @@ from typing import Any, TextIO
 
 import dnslib
 
+from aidns.resolver.memory import release_memory
 from aidns.resolver.query import Decision, ProcessInfo, Query
-from aidns.resolver.rules.lists import release_memory
 
 log = logging.getLogger(__name__)
 

@@ -1,40 +1,21 @@
-"""Block, watch and allow lists: reading list files, and the matcher that decides a name.
+"""The list model: a list, its rules, its action, and what a domain name is.
 
 Names are kept as the hashes of their lower-case dotted bytes, not as strings: a million
-rules cost 8 MB in a sorted array instead of about 100 MB in a set, and a lookup is one
-dict probe plus one binary search per label of the queried name.
-
-Text lists may be in any of the formats Pi-hole, AdGuard Home and Blocky read: hosts lines
-(`0.0.0.0 a.example b.example`, exact names, as those tools match them), plain names and
-`*.name` (the name and everything below it), AdBlock `||name^` (the same), and `=name`
-(exact). Other AdBlock syntax and bad lines are skipped and counted, never fatal.
+rules cost 8 MB in a sorted array instead of about 100 MB in a set. A list holds its names
+as Rule objects while it is small, and as sorted hash arrays once it is big; parsers.py
+reads the files and matcher.py decides a name against the lists.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import ipaddress
 import json
-import logging
 import re
-import sys
-import threading
 from array import array
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-
-import yaml
-
-from aidns.resolver import yamlio
-from aidns.resolver.errors import ListError
-from aidns.resolver.query import Action, Decision
-
-log = logging.getLogger(__name__)
 
 BIG_LIST_ENTRIES = 2000
 NOT_LISTS = {"tools.yaml"}  # the catalogue of AI tools lives beside the lists
@@ -46,7 +27,7 @@ TEXT_SUFFIXES = (".txt", ".list", ".hosts")
 SOURCE_SUFFIX = ".source.json"
 
 _LABEL = rb"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-_DOMAIN = re.compile(rb"(?:%s\.)*%s" % (_LABEL, _LABEL))
+DOMAIN_PATTERN = re.compile(rb"(?:%s\.)*%s" % (_LABEL, _LABEL))
 
 # What hosts files say about the machine itself; never a rule, whatever the format.
 LOCAL_NAMES = frozenset(
@@ -77,15 +58,7 @@ class ListAction(StrEnum):
     ALLOW = "allow"
 
 
-_VERDICT = {
-    ListAction.BLOCK: Action.BLOCKED,
-    ListAction.WATCH: Action.WATCHED,
-    ListAction.ALLOW: Action.ALLOWED,
-}
-_PRIORITY = {ListAction.ALLOW: 0, ListAction.BLOCK: 1, ListAction.WATCH: 2}
-
-LIST_KEYS = {"name", "description", "homepage", "action", "default", "domains"}
-ENTRY_KEYS = {"domain", "match", "action", "purpose", "breaks", "evidence", "verified", "note"}
+ACTION_PRIORITY = {ListAction.ALLOW: 0, ListAction.BLOCK: 1, ListAction.WATCH: 2}
 
 
 def normalize_domain(text: str) -> bytes:
@@ -98,7 +71,7 @@ def normalize_domain(text: str) -> bytes:
             wire = name.encode("idna")
         except UnicodeError as exc:
             raise ValueError(f"{text!r} is not a domain name ({exc})") from None
-    if len(wire) > 253 or not _DOMAIN.fullmatch(wire):
+    if len(wire) > 253 or not DOMAIN_PATTERN.fullmatch(wire):
         raise ValueError(f"{text!r} is not a domain name")
     return wire
 
@@ -152,20 +125,7 @@ class DomainList:
         found = {rule.action for rule in self.rules}
         if self.subtree_hashes or self.exact_hashes or not found:
             found.add(self.action)
-        return sorted(found, key=_PRIORITY.__getitem__)
-
-
-def load_list(path: Path) -> DomainList:
-    """Read a YAML or text list file; raises ListError when the file can't be used at all."""
-    suffix = path.suffix.lower()
-    if suffix in YAML_SUFFIXES:
-        return load_yaml_list(path)
-    if suffix in TEXT_SUFFIXES:
-        return load_text_list(path, source_action(path))
-    raise ListError(
-        f"unknown list format {suffix!r} (use .yaml, or .txt for hosts, AdBlock or plain lists)",
-        source=str(path),
-    )
+        return sorted(found, key=ACTION_PRIORITY.__getitem__)
 
 
 def source_path(list_path: Path) -> Path:
@@ -182,356 +142,13 @@ def source_action(list_path: Path) -> ListAction:
         return ListAction.BLOCK
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_source(list_path: Path) -> dict[str, Any]:
+    """The sidecar `aidns lists add` wrote beside a list; {} when there is none."""
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
-
-
-def load_text_list(path: Path, action: ListAction = ListAction.BLOCK) -> DomainList:
-    """A hosts, AdBlock or plain list; bad and unsupported lines are skipped and counted."""
-    domain_list = DomainList(name=path.stem, action=action, source=str(path))
-    subtree: array[int] = array("q")
-    exact: array[int] = array("q")
-    small_subtree: list[bytes] = []
-    small_exact: list[bytes] = []
-    first_line = 1
-    for chunk in _chunks(path):
-        names, exact_names = _parse_chunk(chunk, first_line, domain_list)
-        subtree.extend(map(hash, names))
-        exact.extend(map(hash, exact_names))
-        if len(small_subtree) + len(small_exact) < BIG_LIST_ENTRIES:
-            small_subtree.extend(names[:BIG_LIST_ENTRIES])
-            small_exact.extend(exact_names[:BIG_LIST_ENTRIES])
-        first_line += chunk.count(b"\n") - 1
-    if len(subtree) + len(exact) < BIG_LIST_ENTRIES:
-        _names_to_rules(domain_list, small_subtree, small_exact)
-    else:
-        del small_subtree, small_exact
-        domain_list.subtree_hashes = _sorted_hashes(subtree)
-        domain_list.exact_hashes = _sorted_hashes(exact)
-        release_memory()
-    return domain_list
-
-
-def _sorted_hashes(hashes: array[int]) -> array[int]:
-    ordered = array("q", sorted(hashes))
-    del hashes[:]
-    return ordered
-
-
-_CHUNK_BYTES = 1 << 20
-_CLEAN_CHUNK = re.compile(rb"[a-z0-9_.\n-]*")
-_BAD_SEQUENCES = (b"..", b"\n.", b".\n", b"\n-", b"-\n", b".-", b"-.")
-_COMMENT_LINES = re.compile(rb"\n[ \t]*#[^\n]*")
-_HOSTS_PREFIXES = tuple(
-    b"\n" + address + space
-    for address in (b"0.0.0.0", b"127.0.0.1", b"::", b"0")
-    for space in (b" ", b"\t")
-)
-_LOCAL_HINTS = (b"localhost", b"broadcasthost", b"ip6-", b"\nlocal\n")
-_BARE_ADDRESS = re.compile(rb"\n[0-9.]+\n")
-_LONGEST_LABEL = 63  # a name no longer than this can't be too long, nor have a too-long label
-
-
-def _chunks(path: Path) -> Iterator[bytes]:
-    """Lower-cased slices of about 1 MB that end at a line break and start with one, read as
-    they are needed, so a big list never sits in memory whole."""
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
-    with handle:
-        rest = b""
-        first = True
-        while True:
-            try:
-                block = handle.read(_CHUNK_BYTES)
-            except OSError as exc:
-                raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
-            if first:
-                block, first = block.removeprefix(b"\xef\xbb\xbf"), False
-            if not block:
-                break
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            if cut == 0:
-                rest = block
-                continue
-            rest = block[cut:]
-            yield _tidy(block[:cut])
-        if rest:
-            yield _tidy(rest + b"\n")
-
-
-def _tidy(data: bytes) -> bytes:
-    data = data.lower()
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    return b"\n" + data
-
-
-def _parse_chunk(
-    chunk: bytes, first_line: int, domain_list: DomainList
-) -> tuple[list[bytes], list[bytes]]:
-    """(subtree names, exact names). Clean plain or clean `0.0.0.0 name` chunks are split in C;
-    anything else goes line by line."""
-    body = _COMMENT_LINES.sub(b"", chunk) if b"#" in chunk else chunk
-    hosts = 0
-    for prefix in _HOSTS_PREFIXES if b" " in body or b"\t" in body else ():
-        if prefix in body:
-            if prefix + b"\n" in body:  # an address without a name: let the slow path say so
-                return _parse_lines(chunk, first_line, domain_list)
-            hosts += body.count(prefix)
-            body = body.replace(prefix, b"\n")
-    if (
-        _CLEAN_CHUNK.fullmatch(body)
-        and not any(bad in body for bad in _BAD_SEQUENCES)
-        and not _BARE_ADDRESS.search(body)
-    ):
-        names = body.split()
-        if hosts in (0, len(names)) and max(map(len, names), default=0) <= _LONGEST_LABEL:
-            if any(hint in body for hint in _LOCAL_HINTS):
-                names = [name for name in names if name not in LOCAL_NAMES]
-            return ([], names) if hosts else (names, [])
-    return _parse_lines(chunk, first_line, domain_list)
-
-
-def _parse_lines(
-    chunk: bytes, first_line: int, domain_list: DomainList
-) -> tuple[list[bytes], list[bytes]]:
-    """The slow path, for chunks with `=`, `||`, several names a line or bad lines."""
-    subtree: list[bytes] = []
-    exact: list[bytes] = []
-    for number, raw in enumerate(chunk.split(b"\n")[1:], start=first_line):
-        line = raw.strip()
-        if not line or line[:1] in b"#![":  # comments of every format; `[Adblock Plus 2.0]`
-            continue
-        parsed = _parse_line(line)
-        if isinstance(parsed, str):
-            shown = line.decode("utf-8", "replace")[:80]
-            domain_list.note_problem(f"{domain_list.source}:{number}: {parsed}: {shown!r}")
-            continue
-        names, is_exact = parsed
-        (exact if is_exact else subtree).extend(n for n in names if n not in LOCAL_NAMES)
-    return subtree, exact
-
-
-_ADBLOCK = re.compile(rb"\|\|(%s)\.?\^\|?" % _DOMAIN.pattern)
-_COSMETIC = re.compile(rb"#[@?$%]?#|#@?\$\?#")
-_TRAILING_COMMENT = re.compile(rb"[ \t]+#.*$")
-_IP_LIKE = re.compile(rb"[0-9.]+|[0-9a-f:.]*:[0-9a-z:.%]*")
-
-
-def _parse_line(line: bytes) -> tuple[list[bytes], bool] | str:
-    """One stripped, lower-case, non-comment line: (names, exact) or why it was skipped."""
-    if line.startswith(b"@@"):
-        return "AdBlock exception rule, not supported"
-    if line.startswith(b"/"):
-        return "regular-expression rule, not supported"
-    if _COSMETIC.search(line):
-        return "AdBlock cosmetic rule, not supported"
-    line = _TRAILING_COMMENT.sub(b"", line)
-    if b"$" in line:
-        return "AdBlock rule with $options, not supported"
-    if line.startswith(b"|"):
-        found = _ADBLOCK.fullmatch(line)
-        return ([found.group(1)], False) if found else "AdBlock rule not supported"
-    tokens = line.split()
-    if len(tokens) > 1:
-        if not _is_address(tokens[0]):
-            return "not a domain name"
-        names = [_name(token) for token in tokens[1:]]
-        if None in names:
-            return "not a domain name in a hosts line"
-        return [n for n in names if n is not None], True
-    token = tokens[0]
-    if _is_address(token):
-        return "an address without a name"
-    exact = token.startswith(b"=")
-    if exact:
-        token = token[1:]
-    elif token.startswith(b"*."):
-        token = token[2:]
-    if b"*" in token:
-        return "wildcard in the middle of a name, not supported"
-    name = _name(token)
-    return "not a domain name" if name is None else ([name], exact)
-
-
-_COMMON_ADDRESSES = frozenset({b"0.0.0.0", b"127.0.0.1", b"::", b"::1", b"0"})
-
-
-def _is_address(token: bytes) -> bool:
-    if token in _COMMON_ADDRESSES:
-        return True
-    if not _IP_LIKE.fullmatch(token):
-        return False
-    try:
-        ipaddress.ip_address(token.split(b"%", 1)[0].decode())
-    except ValueError:
-        return False
-    return True
-
-
-def _name(token: bytes) -> bytes | None:
-    if token.endswith(b"."):
-        token = token[:-1]
-    if len(token) <= 253 and _DOMAIN.fullmatch(token):
-        return token
-    if token.isascii():
-        return None
-    try:
-        return normalize_domain(token.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-
-
-def _names_to_rules(domain_list: DomainList, subtree: list[bytes], exact: list[bytes]) -> None:
-    """Small lists keep their names, so `check` and the log can show them."""
-    for names, is_exact in ((subtree, False), (exact, True)):
-        for name in dict.fromkeys(names):
-            domain_list.rules.append(
-                Rule(name.decode(), domain_list.action, domain_list.name, exact=is_exact)
-            )
-    domain_list.subtree_hashes = array("q")
-    domain_list.exact_hashes = array("q")
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-    return trim
-
-
-def release_memory() -> None:
-    """Give the heap a big load freed back to the system: glibc keeps it otherwise, and a
-    million-name list would leave about 20 MB of it behind."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-def _entry_lines(text: str) -> list[int]:
-    """Line numbers of the items of `domains:`, only computed when an entry is bad."""
-    node = yamlio.compose(text)
-    if not isinstance(node, yaml.MappingNode):
-        return []
-    for key, value in node.value:
-        if key.value == "domains" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
-    return []
-
-
-_SWITCH = {True: True, False: False, "on": True, "off": False, "yes": True, "no": False}
-
-
-def parse_switch(value: Any) -> bool | None:
-    """`on`/`off` as YAML 1.1 reads them (booleans), or as quoted strings; None if neither."""
-    key = value.lower() if isinstance(value, str) else value
-    return _SWITCH.get(key) if isinstance(key, bool | str) else None
-
-
-def load_yaml_list(path: Path) -> DomainList:
-    """A curated list: `name`, `description`, `action`, `domains` (names or mappings)."""
-    text = _read_bytes(path).decode("utf-8", "replace")
-    try:
-        document = yamlio.load(text)
-    except yaml.YAMLError as exc:
-        raise yamlio.error(exc, path, ListError) from None
-    source = str(path)
-    if not isinstance(document, dict):
-        raise ListError("a list file must be a mapping with `name` and `domains`", source=source)
-    unknown = sorted(set(map(str, document)) - LIST_KEYS)
-    if unknown:
-        raise ListError(
-            f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(LIST_KEYS))}",
-            source=source,
-        )
-    try:
-        action = ListAction(str(document.get("action", "block")).lower())
-    except ValueError:
-        raise ListError(
-            f"action: {document.get('action')!r} is not block, watch or allow", source=source
-        ) from None
-    domains = document.get("domains")
-    if not isinstance(domains, list):
-        raise ListError("`domains` must be a list of names", source=source)
-    default = parse_switch(document.get("default", "on"))
-    if default is None:
-        raise ListError(f"default: {document.get('default')!r} is not on or off", source=source)
-    domain_list = DomainList(
-        name=str(document.get("name") or path.stem),
-        action=action,
-        source=source,
-        description=" ".join(str(document.get("description") or "").split()),
-        enabled=default,
-        homepage=str(document.get("homepage") or ""),
-        enabled_by_default=default,
-    )
-    lines: list[int] | None = None
-    for index, item in enumerate(domains):
-        try:
-            domain_list.rules.append(_rule_from_entry(item, domain_list))
-        except ValueError as exc:
-            if lines is None:
-                lines = _entry_lines(text)
-            where = f"{source}:{lines[index]}" if index < len(lines) else source
-            domain_list.note_problem(f"{where}: {exc}")
-    if len(domain_list.rules) >= BIG_LIST_ENTRIES:
-        _rules_to_hashes(domain_list)
-    return domain_list
-
-
-_BREAKS = {False: "no", True: "yes"}
-
-
-def _rule_from_entry(item: Any, domain_list: DomainList) -> Rule:
-    if isinstance(item, str):
-        exact = item.startswith("=")
-        return Rule(
-            normalize_domain(item.lstrip("=")).decode(), domain_list.action, domain_list.name, exact
-        )
-    if not isinstance(item, dict) or "domain" not in item:
-        raise ValueError(f"an entry must be a name or a mapping with `domain`, not {item!r}")
-    unknown = sorted(set(map(str, item)) - ENTRY_KEYS)
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(unknown)} in entry for {item['domain']!r}")
-    match = str(item.get("match", "subtree")).lower()
-    if match not in ("subtree", "exact"):
-        raise ValueError(f"match: {match!r} is not subtree or exact")
-    try:
-        action = ListAction(str(item.get("action", domain_list.action)).lower())
-    except ValueError:
-        raise ValueError(f"action: {item.get('action')!r} is not block, watch or allow") from None
-    breaks = item.get("breaks", "")
-    return Rule(
-        domain=normalize_domain(str(item["domain"])).decode(),
-        action=action,
-        list_name=domain_list.name,
-        exact=match == "exact",
-        purpose=str(item.get("purpose", "")),
-        breaks=_BREAKS.get(breaks, str(breaks)) if isinstance(breaks, bool) else str(breaks),
-        evidence=" ".join(str(item.get("evidence", "")).split()),
-        verified=item.get("verified", True) is not False,
-        note=" ".join(str(item.get("note", "")).split()),
-    )
-
-
-def _rules_to_hashes(domain_list: DomainList) -> None:
-    """A big YAML list keeps only the hashes of the rules that take the list's own action."""
-    own = [r for r in domain_list.rules if r.action is domain_list.action]
-    domain_list.subtree_hashes = array(
-        "q", sorted({hash(r.domain.encode()) for r in own if not r.exact})
-    )
-    domain_list.exact_hashes = array("q", sorted({hash(r.domain.encode()) for r in own if r.exact}))
-    domain_list.rules = [r for r in domain_list.rules if r.action is not domain_list.action]
+        meta = json.loads(source_path(list_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def list_files(directories: Iterable[Path]) -> list[Path]:
@@ -551,160 +168,6 @@ def list_files(directories: Iterable[Path]) -> list[Path]:
     return files
 
 
-def load_lists(directories: Iterable[Path]) -> tuple[list[DomainList], list[str]]:
-    """Every list in the directories; a list with the same name in a later directory replaces it."""
-    by_name: dict[str, DomainList] = {}
-    errors: list[str] = []
-    for path in list_files(directories):
-        try:
-            loaded = load_list(path)
-        except ListError as exc:
-            errors.append(str(exc))
-            continue
-        errors.extend(loaded.problems)
-        if loaded.skipped > len(loaded.problems):
-            errors.append(f"{loaded.source}: {loaded.skipped} bad entries skipped in all")
-        by_name[loaded.name] = loaded
-    return list(by_name.values()), errors
-
-
-BUCKET_BITS = 16
-_BUCKET_SHIFT = 64 - BUCKET_BITS
-_BUCKET_OFFSET = 1 << (BUCKET_BITS - 1)  # hashes are signed
-
-
-class _Segment:
-    """A big list's sorted hashes, with where each run of equal top bits starts, so a search
-    touches a few neighbouring entries instead of twenty scattered ones."""
-
-    __slots__ = ("action", "hashes", "list_name", "starts")
-
-    def __init__(self, hashes: array[int], action: ListAction, list_name: str):
-        self.hashes = hashes
-        self.action = action
-        self.list_name = list_name
-        self.starts = array(
-            "I",
-            (
-                bisect_left(hashes, (bucket - _BUCKET_OFFSET) << _BUCKET_SHIFT)
-                for bucket in range((1 << BUCKET_BITS) + 1)
-            ),
-        )
-
-
-FILTER_BITS = 1 << 25  # 4 MB; about 3% of misses reach the binary search with a million rules
-_FILTER_MASK = FILTER_BITS // 8 - 1
-
-
-class DomainMatcher:
-    """Decides a name against every enabled list: allow beats block, block beats watch.
-
-    Small lists live in dicts keyed by the name's hash. Big lists are sorted hash arrays,
-    searched only when a bit filter over all of them says the name may be there.
-    """
-
-    def __init__(self, lists: Sequence[DomainList] = ()) -> None:
-        self._subtree: dict[int, Rule] = {}
-        self._exact: dict[int, Rule] = {}
-        self._subtree_segments: list[_Segment] = []
-        self._exact_segments: list[_Segment] = []
-        self._filter = bytearray()
-        self._strongest_rank = _PRIORITY[ListAction.BLOCK]
-        self.rule_count = 0
-        for domain_list in lists:
-            if domain_list.enabled:
-                self._add(domain_list)
-        for segments in (self._subtree_segments, self._exact_segments):
-            segments.sort(key=lambda s: _PRIORITY[s.action])
-        if self._subtree_segments or self._exact_segments:
-            # about 0.3 s for a million names: built beside the serving path, used once ready
-            threading.Thread(target=self._build_filter, name="filter", daemon=True).start()
-
-    def _add(self, domain_list: DomainList) -> None:
-        if domain_list.action is ListAction.ALLOW or any(
-            r.action is ListAction.ALLOW for r in domain_list.rules
-        ):
-            self._strongest_rank = _PRIORITY[ListAction.ALLOW]
-        for rule in domain_list.rules:
-            table = self._exact if rule.exact else self._subtree
-            key = hash(rule.domain.encode())
-            held = table.get(key)
-            if held is None or _PRIORITY[rule.action] < _PRIORITY[held.action]:
-                table[key] = rule
-        if domain_list.subtree_hashes:
-            self._subtree_segments.append(
-                _Segment(domain_list.subtree_hashes, domain_list.action, domain_list.name)
-            )
-        if domain_list.exact_hashes:
-            self._exact_segments.append(
-                _Segment(domain_list.exact_hashes, domain_list.action, domain_list.name)
-            )
-        self.rule_count += len(domain_list)
-
-    def _build_filter(self) -> None:
-        segments = self._subtree_segments + self._exact_segments
-        if not segments:
-            return
-        bits = bytearray(FILTER_BITS // 8)
-        mask = _FILTER_MASK
-        for segment in segments:
-            for key in segment.hashes:
-                bits[(key >> 3) & mask] |= 1 << (key & 7)
-        self._filter = bits
-
-    def _search(self, segments: list[_Segment], key: int) -> _Segment | None:
-        bits = self._filter
-        if bits and not bits[(key >> 3) & _FILTER_MASK] & (1 << (key & 7)):
-            return None
-        bucket = (key >> _BUCKET_SHIFT) + _BUCKET_OFFSET
-        for segment in segments:
-            hashes = segment.hashes
-            end = segment.starts[bucket + 1]
-            index = bisect_left(hashes, key, segment.starts[bucket], end)
-            if index < end and hashes[index] == key:
-                return segment
-        return None
-
-    def decide(self, qname: bytes) -> Decision | None:
-        """The strongest rule for a lower-case dotted name, or None when no list names it."""
-        best: Decision | None = None
-        rank = 3
-        key = hash(qname)
-        rule = self._exact.get(key)
-        if rule is not None:
-            best, rank = (
-                Decision(_VERDICT[rule.action], rule.text, rule.list_name),
-                _PRIORITY[rule.action],
-            )
-        if self._exact_segments:
-            segment = self._search(self._exact_segments, key)
-            if segment is not None and _PRIORITY[segment.action] < rank:
-                rank = _PRIORITY[segment.action]
-                best = Decision(_VERDICT[segment.action], "=" + qname.decode(), segment.list_name)
-        subtree = self._subtree
-        segments = self._subtree_segments
-        start = 0
-        while True:
-            suffix = qname[start:] if start else qname
-            key = hash(suffix)
-            rule = subtree.get(key)
-            if rule is not None and _PRIORITY[rule.action] < rank:
-                rank = _PRIORITY[rule.action]
-                best = Decision(_VERDICT[rule.action], rule.text, rule.list_name)
-            if segments:
-                segment = self._search(segments, key)
-                if segment is not None and _PRIORITY[segment.action] < rank:
-                    rank = _PRIORITY[segment.action]
-                    best = Decision(_VERDICT[segment.action], suffix.decode(), segment.list_name)
-            if rank <= self._strongest_rank:
-                return best
-            dot = qname.find(b".", start)
-            if dot < 0:
-                return best
-            start = dot + 1
-
-    def rule_for(self, name: str) -> Rule | None:
-        """The catalogue entry behind a small-list rule text, for `check` and the log."""
-        exact = name.startswith("=")
-        key = hash(name.lstrip("=").encode())
-        return (self._exact if exact else self._subtree).get(key)
+def domain_covers(domain: str, exact: bool, name: str) -> bool:
+    """Whether a rule for `domain` (exactly, or it and every name below) names `name`."""
+    return name == domain or (not exact and name.endswith("." + domain))

@@ -28,16 +28,16 @@ from typing import IO, Any
 from aidns.resolver.config import Settings
 from aidns.resolver.datafiles import locked, write_atomic
 from aidns.resolver.errors import AidnsError, ConfigError, ListError
-from aidns.resolver.rules.catalogue import LIST_NAME, forget_list, list_names, read_source
+from aidns.resolver.rules.catalogue import LIST_NAME, forget_list, list_names
 from aidns.resolver.rules.lists import (
     SOURCE_SUFFIX,
     YAML_SUFFIXES,
     DomainList,
     ListAction,
-    load_text_list,
-    load_yaml_list,
+    read_source,
     source_path,
 )
+from aidns.resolver.rules.parsers import load_text_list, load_yaml_list
 
 FETCH_TIMEOUT_S = 30.0
 TOTAL_TIMEOUT_FACTOR = 10  # a whole download may take this many idle timeouts

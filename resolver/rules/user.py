@@ -1,8 +1,9 @@
 """The user's own rules in `<data-dir>/rules.yaml`: block, allow, and process-scoped blocks.
 
 A rule for everyone becomes a small list in the matcher. A rule scoped to processes (what
-`aidns block --surgical` makes) is decided per query by ProcessRulesStage, once the
-attribution stage has said who asked; a query whose process is unknown never matches one.
+`aidns block --surgical` makes) goes into ProcessRules, which the process-rules stage
+(stages/processrules.py) asks per query, once the attribution stage has said who asked; a
+query whose process is unknown never matches one.
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 
 from aidns.resolver import yamlio
 from aidns.resolver.datafiles import write_atomic
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.query import Action, Decision, ProcessInfo, Query
-from aidns.resolver.replies import BlockResponse
-from aidns.resolver.rules.lists import DomainList, DomainMatcher, ListAction, Rule, normalize_domain
+from aidns.resolver.query import ProcessInfo
+from aidns.resolver.rules.lists import DomainList, ListAction, Rule, normalize_domain
 
 RULES_NAME = "rules.yaml"
 RULE_KEYS = {"name", "kind", "match", "processes", "note", "added"}
@@ -55,6 +55,16 @@ class UserRule:
             entry["note"] = self.note
         entry["added"] = self.added
         return entry
+
+    def as_json(self) -> dict[str, str]:
+        """The rule as `aidns rules` shows it: kind is block, allow or surgical."""
+        return {
+            "name": ("=" if self.exact else "") + self.name,
+            "kind": self.label,
+            "scope": self.scope,
+            "note": self.note,
+            "added": self.added,
+        }
 
     def covers(self, process: ProcessInfo) -> bool:
         return any(_process_matches(pattern, process) for pattern in self.processes)
@@ -188,45 +198,6 @@ class ProcessRules:
             if dot < 0:
                 return None
             start = dot + 1
-
-
-class ProcessRulesStage:
-    """Blocks a name for the processes a rule names; after attribution, before blocking.
-
-    Description:
-        Per client, so it runs again for a repeated question. A global allow rule still wins.
-    Configuration:
-        `<data-dir>/rules.yaml`, written by `aidns block --surgical` or `--process`.
-    Example:
-        aidns block sentry.io --surgical
-    """
-
-    name: ClassVar[str] = "processrules"
-    per_client: ClassVar[bool] = True
-
-    def __init__(self, rules: ProcessRules, matcher: DomainMatcher, block_response: BlockResponse):
-        self.rules = rules
-        self.matcher = matcher
-        self.block_response = block_response
-        self.paused_until: float | None = None
-
-    def answer(self, query: Query) -> bool:
-        if not self.rules or query.process is None or query.process.pid is None:
-            return False
-        rule = self.rules.match(query.qname, query.process)
-        if rule is None:
-            return False
-        overall = self.matcher.decide(query.qname)
-        if overall is not None and overall.action is Action.ALLOWED:
-            return False
-        if self.paused_until is not None and time.time() < self.paused_until:
-            query.decision = Decision(Action.ALLOWED, "paused", "rules")
-            return False
-        query.decision = Decision(
-            Action.BLOCKED, ("=" if rule.exact else "") + rule.name, "rules:surgical"
-        )
-        query.response = self.block_response.answer(query)
-        return True
 
 
 @dataclass(slots=True)

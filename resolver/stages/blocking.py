@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from aidns.resolver.query import Action, Decision, Query
 from aidns.resolver.replies import BlockResponse
-from aidns.resolver.rules.lists import DomainMatcher
+from aidns.resolver.rules.matcher import DomainMatcher
 
 
 class BlockingStage:

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from aidns.resolver.app import Rules, build_rules
 from aidns.resolver.config import Settings, load_settings
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.query import Action
 from aidns.resolver.querylog.reader import QueryLogReader
 from aidns.resolver.querylog.writer import DB_NAME, reversed_name
 from aidns.resolver.rules.lists import LOCAL_NAMES, ListAction, normalize_domain
+from aidns.resolver.rules.ruleset import RuleSet, build_rule_set
 from aidns.resolver.rules.user import RULES_NAME, UserRule, load_rules
 from aidns.resolver.system.macos import MACOS_FLUSH
 from aidns.resolver.system.sysfiles import (
@@ -78,11 +78,11 @@ class HostsEntries:
         return b"".join(line + eol for line in body)
 
 
-def sinkhole_entries(settings: Settings, rules: Rules | None = None) -> HostsEntries:
+def sinkhole_entries(settings: Settings, rules: RuleSet | None = None) -> HostsEntries:
     """Every name the enabled block lists and rules sinkhole for everyone, that has a name to
     write: each rule's own name, names below a rule that the query log saw, names any list
     names. A name an allow rule covers is left out: the matcher decides each one."""
-    rules = rules if rules is not None else build_rules(settings)
+    rules = rules if rules is not None else build_rule_set(settings)
     notes: list[str] = []
     candidates: set[str] = set()
     for domain_list in rules.lists:

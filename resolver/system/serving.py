@@ -12,12 +12,12 @@ from pathlib import Path
 
 import dns.message
 
-from aidns.resolver.app import build_rules
 from aidns.resolver.config import Settings
 from aidns.resolver.errors import AidnsError, UpstreamError
 from aidns.resolver.procinfo.lookup import user_name
 from aidns.resolver.querylog.writer import DB_NAME
 from aidns.resolver.resolvconf import RESOLVED_STUBS, read_text
+from aidns.resolver.rules.ruleset import build_rule_set
 from aidns.resolver.system.checks import Check, Status
 from aidns.resolver.system.holders import Holder
 from aidns.resolver.system.nameserver import aidns_nameservers
@@ -100,7 +100,7 @@ def check_upstreams(settings: Settings, machine: Machine, proc_root: Path) -> li
 
 def check_lists(settings: Settings) -> list[Check]:
     try:
-        rules = build_rules(settings)
+        rules = build_rule_set(settings)
     except AidnsError as exc:
         return [Check(Status.FAIL, "lists", str(exc), "fix that file")]
     enabled = [d for d in rules.lists if d.enabled and len(d)]

@@ -10,7 +10,8 @@ from aidns.resolver.pipeline import Pipeline, default_stages
 from aidns.resolver.procinfo.lookup import NullProcessLookup
 from aidns.resolver.query import Action, Query, Transport
 from aidns.resolver.replies import BlockResponse
-from aidns.resolver.rules.lists import DomainList, DomainMatcher, ListAction, Rule
+from aidns.resolver.rules.lists import DomainList, ListAction, Rule
+from aidns.resolver.rules.matcher import DomainMatcher
 from aidns.resolver.stages.access import AccessStage
 from aidns.resolver.stages.attribution import AttributionStage
 from aidns.resolver.stages.blocking import BlockingStage

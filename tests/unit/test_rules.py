@@ -5,12 +5,9 @@ from pathlib import Path
 import pytest
 
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.query import Action, ProcessInfo
-from aidns.resolver.replies import BlockResponse
-from aidns.resolver.rules.lists import DomainMatcher
+from aidns.resolver.query import Action
+from aidns.resolver.rules.matcher import DomainMatcher
 from aidns.resolver.rules.user import (
-    ProcessRules,
-    ProcessRulesStage,
     UserRule,
     add_rules,
     load_rules,
@@ -18,11 +15,6 @@ from aidns.resolver.rules.user import (
     remove_rules,
     rule_lists,
 )
-
-from .helpers import make_query
-
-OLLAMA = ProcessInfo(pid=10, name="ollama", exe="/usr/local/bin/ollama", tool="ollama")
-CURL = ProcessInfo(pid=11, name="curl", exe="/usr/bin/curl")
 
 
 def test_round_trip_and_replace(tmp_path: Path) -> None:
@@ -87,40 +79,6 @@ def test_everyone_rules_become_lists() -> None:
     decision = matcher.decide(b"b.example")
     assert decision is not None and decision.action is Action.ALLOWED
     assert matcher.decide(b"c.example") is None  # scoped rules are not for everyone
-
-
-@pytest.mark.parametrize(
-    ("name", "process", "blocked"),
-    [
-        ("o1.ingest.sentry.io", OLLAMA, True),
-        ("o1.ingest.sentry.io", CURL, False),
-        ("o2.ingest.sentry.io", OLLAMA, False),
-        ("x.cursor.sh", ProcessInfo(pid=1, name="Cursor", exe="/opt/cursor/cursor"), True),
-        ("x.cursor.sh", ProcessInfo(pid=None, name=None, uid=1000), False),
-    ],
-)
-def test_process_scoped_rules(name: str, process: ProcessInfo, blocked: bool) -> None:
-    rules = ProcessRules(
-        [
-            UserRule("o1.ingest.sentry.io", exact=True, processes=("ollama",)),
-            UserRule("cursor.sh", processes=("/opt/cursor/*",)),
-        ]
-    )
-    stage = ProcessRulesStage(rules, DomainMatcher(), BlockResponse())
-    query = make_query(name)
-    query.process = process
-    assert stage.answer(query) is blocked
-    if blocked:
-        assert query.decision is not None and query.decision.list_name == "rules:surgical"
-
-
-def test_allow_beats_a_scoped_block() -> None:
-    allow = rule_lists([UserRule("sentry.io", kind="allow")], "r")
-    rules = ProcessRules([UserRule("o1.ingest.sentry.io", exact=True, processes=("ollama",))])
-    stage = ProcessRulesStage(rules, DomainMatcher(allow), BlockResponse())
-    query = make_query("o1.ingest.sentry.io")
-    query.process = OLLAMA
-    assert not stage.answer(query)
 
 
 def seen(

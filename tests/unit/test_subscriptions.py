@@ -11,7 +11,8 @@ import pytest
 
 from aidns.resolver.config import Settings, load_settings
 from aidns.resolver.errors import ConfigError, ListError
-from aidns.resolver.rules.catalogue import check_name, list_infos, read_state, set_list_enabled
+from aidns.resolver.rules.catalogue import read_state, set_list_enabled
+from aidns.resolver.rules.inspection import check_name, list_infos
 from aidns.resolver.rules.lists import ListAction
 from aidns.resolver.rules.subscriptions import (
     FetchError,

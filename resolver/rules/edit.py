@@ -1,0 +1,162 @@
+"""What `block`, `unblock`, `allow`, `pause` and `resume` change, and what `rules` and `status`
+read: the rules wing's API for the CLI and the HTTP API. It never prints.
+
+Every change is a file in the data dir, written under its lock, so it works whether or not the
+server runs; a running server picks the change up within a second.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aidns.resolver.config import load_settings
+from aidns.resolver.datafiles import (
+    PAUSE_NAME,
+    locked,
+    process_alive,
+    read_pause,
+    read_status,
+    write_atomic,
+)
+from aidns.resolver.errors import AidnsError, ConfigError
+from aidns.resolver.query import Action, Decision
+from aidns.resolver.querylog.reader import QueryLogReader, parse_time
+from aidns.resolver.querylog.writer import DB_NAME
+from aidns.resolver.rules.ruleset import build_rule_set
+from aidns.resolver.rules.user import (
+    RULES_NAME,
+    Change,
+    UserRule,
+    add_rules,
+    domain_argument,
+    load_rules,
+    plan_surgical,
+    remove_rules,
+)
+
+
+def block_name(
+    data_dir: Path,
+    name: str,
+    *,
+    note: str = "",
+    surgical: bool = False,
+    processes: Sequence[str] = (),
+    exact: bool = False,
+    dry_run: bool = False,
+) -> Change:
+    """Block `name` and below for everyone (exactly `name` with `exact`); or, `surgical` or
+    with `processes`, only the names under it the query log saw, for the processes that asked
+    (or those given)."""
+    if surgical or processes:
+        change = plan_surgical(
+            name, _seen_under(data_dir, name), processes, exact_fallback=exact, note=note
+        )
+    else:
+        change = Change(added=[UserRule(domain_argument(name), exact=exact, note=note)])
+    if change.added:
+        with locked(data_dir):
+            done = add_rules(data_dir / RULES_NAME, change.added, dry_run=dry_run)
+        change.added = done.added
+    return change
+
+
+def _seen_under(data_dir: Path, name: str) -> list[dict[str, Any]]:
+    path = data_dir / DB_NAME
+    if not path.exists():
+        return []
+    reader = QueryLogReader(path)
+    try:
+        return reader.askers(name)
+    finally:
+        reader.close()
+
+
+@dataclass(slots=True)
+class Unblock:
+    """What `unblock` removed, and whether a list (not a rule of the user's) still blocks it."""
+
+    change: Change
+    blocked_by_list: Decision | None = None
+    # The rules were changed, but the lists could not be loaded to check the name against them.
+    check_error: AidnsError | None = None
+
+
+def unblock_name(
+    data_dir: Path, name: str, *, config_path: Path | None = None, dry_run: bool = False
+) -> Unblock:
+    """Remove the user's block rules for exactly `name`, then see whether a list blocks it."""
+    with locked(data_dir):
+        change = remove_rules(data_dir / RULES_NAME, name, "block", dry_run=dry_run)
+    try:
+        settings = load_settings(config_path=config_path, data_dir=data_dir)
+        decision = build_rule_set(settings).matcher.decide(domain_argument(name).encode())
+    except AidnsError as exc:
+        return Unblock(change, check_error=exc)
+    by_list = decision is not None and not decision.list_name.startswith("rules:")
+    if decision is not None and decision.action is Action.BLOCKED and by_list:
+        return Unblock(change, blocked_by_list=decision)
+    return Unblock(change)
+
+
+def allow_name(
+    data_dir: Path, name: str, *, note: str = "", exact: bool = False, dry_run: bool = False
+) -> Change:
+    """Allow `name` (and below, unless `exact`): this beats every list and every block rule."""
+    rule = UserRule(domain_argument(name), kind="allow", exact=exact, note=note)
+    with locked(data_dir):
+        return add_rules(data_dir / RULES_NAME, [rule], dry_run=dry_run)
+
+
+def user_rules(data_dir: Path) -> list[UserRule]:
+    """The user's own rules, in the order of the rules file."""
+    return load_rules(data_dir / RULES_NAME)
+
+
+def pause_blocking(data_dir: Path, duration: str) -> float:
+    """Stop blocking for `duration` (`30s`, `5m`, `2h`), or `forever`/`0` until resumed.
+    Returns when the pause ends: Unix seconds, or inf for until resumed."""
+    if duration in ("forever", "0"):
+        until, deadline = "", math.inf
+    else:
+        seconds = time.time() - parse_time(duration, option="DURATION", now=time.time())
+        if seconds <= 0:
+            raise ConfigError(f"DURATION: {duration!r} must be positive")
+        deadline = time.time() + seconds
+        until = f"{deadline:.3f}"
+    with locked(data_dir):
+        write_atomic(data_dir / PAUSE_NAME, until + "\n")
+    return deadline
+
+
+def resume_blocking(data_dir: Path) -> None:
+    """Blocking on again."""
+    try:
+        with locked(data_dir):
+            (data_dir / PAUSE_NAME).unlink(missing_ok=True)
+    except OSError as exc:
+        raise AidnsError(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """Whether the server runs, whether blocking is paused, and what the server last wrote."""
+
+    running: bool
+    paused_until: float | None
+    written: dict[str, Any] | None  # <data-dir>/status.json; None when there is none
+
+    def as_json(self) -> dict[str, Any]:
+        return {"running": self.running, "paused_until": self.paused_until, "status": self.written}
+
+
+def server_status(data_dir: Path) -> ServerStatus:
+    """The status the server keeps in the data dir, and whether its process is alive."""
+    found = read_status(data_dir)
+    running = bool(found) and process_alive(int(found.get("pid", 0))) if found else False
+    return ServerStatus(running, read_pause(data_dir), found)

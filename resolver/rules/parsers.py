@@ -1,0 +1,401 @@
+"""Reading list files: hosts, AdBlock and plain text lists, and aidns's own YAML lists.
+
+Text lists may be in any of the formats Pi-hole, AdGuard Home and Blocky read: hosts lines
+(`0.0.0.0 a.example b.example`, exact names, as those tools match them), plain names and
+`*.name` (the name and everything below it), AdBlock `||name^` (the same), and `=name`
+(exact). Other AdBlock syntax and bad lines are skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from array import array
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aidns.resolver import yamlio
+from aidns.resolver.errors import ListError
+from aidns.resolver.memory import release_memory
+from aidns.resolver.rules.lists import (
+    BIG_LIST_ENTRIES,
+    DOMAIN_PATTERN,
+    LOCAL_NAMES,
+    TEXT_SUFFIXES,
+    YAML_SUFFIXES,
+    DomainList,
+    ListAction,
+    Rule,
+    list_files,
+    normalize_domain,
+    source_action,
+)
+
+LIST_KEYS = {"name", "description", "homepage", "action", "default", "domains"}
+ENTRY_KEYS = {"domain", "match", "action", "purpose", "breaks", "evidence", "verified", "note"}
+
+
+def load_list(path: Path) -> DomainList:
+    """Read a YAML or text list file; raises ListError when the file can't be used at all."""
+    suffix = path.suffix.lower()
+    if suffix in YAML_SUFFIXES:
+        return load_yaml_list(path)
+    if suffix in TEXT_SUFFIXES:
+        return load_text_list(path, source_action(path))
+    raise ListError(
+        f"unknown list format {suffix!r} (use .yaml, or .txt for hosts, AdBlock or plain lists)",
+        source=str(path),
+    )
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
+
+
+def load_text_list(path: Path, action: ListAction = ListAction.BLOCK) -> DomainList:
+    """A hosts, AdBlock or plain list; bad and unsupported lines are skipped and counted."""
+    domain_list = DomainList(name=path.stem, action=action, source=str(path))
+    subtree: array[int] = array("q")
+    exact: array[int] = array("q")
+    small_subtree: list[bytes] = []
+    small_exact: list[bytes] = []
+    first_line = 1
+    for chunk in _chunks(path):
+        names, exact_names = _parse_chunk(chunk, first_line, domain_list)
+        subtree.extend(map(hash, names))
+        exact.extend(map(hash, exact_names))
+        if len(small_subtree) + len(small_exact) < BIG_LIST_ENTRIES:
+            small_subtree.extend(names[:BIG_LIST_ENTRIES])
+            small_exact.extend(exact_names[:BIG_LIST_ENTRIES])
+        first_line += chunk.count(b"\n") - 1
+    if len(subtree) + len(exact) < BIG_LIST_ENTRIES:
+        _names_to_rules(domain_list, small_subtree, small_exact)
+    else:
+        del small_subtree, small_exact
+        domain_list.subtree_hashes = _sorted_hashes(subtree)
+        domain_list.exact_hashes = _sorted_hashes(exact)
+        release_memory()
+    return domain_list
+
+
+def _sorted_hashes(hashes: array[int]) -> array[int]:
+    ordered = array("q", sorted(hashes))
+    del hashes[:]
+    return ordered
+
+
+_CHUNK_BYTES = 1 << 20
+_CLEAN_CHUNK = re.compile(rb"[a-z0-9_.\n-]*")
+_BAD_SEQUENCES = (b"..", b"\n.", b".\n", b"\n-", b"-\n", b".-", b"-.")
+_COMMENT_LINES = re.compile(rb"\n[ \t]*#[^\n]*")
+_HOSTS_PREFIXES = tuple(
+    b"\n" + address + space
+    for address in (b"0.0.0.0", b"127.0.0.1", b"::", b"0")
+    for space in (b" ", b"\t")
+)
+_LOCAL_HINTS = (b"localhost", b"broadcasthost", b"ip6-", b"\nlocal\n")
+_BARE_ADDRESS = re.compile(rb"\n[0-9.]+\n")
+_LONGEST_LABEL = 63  # a name no longer than this can't be too long, nor have a too-long label
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    """Lower-cased slices of about 1 MB that end at a line break and start with one, read as
+    they are needed, so a big list never sits in memory whole."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    with handle:
+        rest = b""
+        first = True
+        while True:
+            try:
+                block = handle.read(_CHUNK_BYTES)
+            except OSError as exc:
+                raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
+            if first:
+                block, first = block.removeprefix(b"\xef\xbb\xbf"), False
+            if not block:
+                break
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                rest = block
+                continue
+            rest = block[cut:]
+            yield _tidy(block[:cut])
+        if rest:
+            yield _tidy(rest + b"\n")
+
+
+def _tidy(data: bytes) -> bytes:
+    data = data.lower()
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return b"\n" + data
+
+
+def _parse_chunk(
+    chunk: bytes, first_line: int, domain_list: DomainList
+) -> tuple[list[bytes], list[bytes]]:
+    """(subtree names, exact names). Clean plain or clean `0.0.0.0 name` chunks are split in C;
+    anything else goes line by line."""
+    body = _COMMENT_LINES.sub(b"", chunk) if b"#" in chunk else chunk
+    hosts = 0
+    for prefix in _HOSTS_PREFIXES if b" " in body or b"\t" in body else ():
+        if prefix in body:
+            if prefix + b"\n" in body:  # an address without a name: let the slow path say so
+                return _parse_lines(chunk, first_line, domain_list)
+            hosts += body.count(prefix)
+            body = body.replace(prefix, b"\n")
+    if (
+        _CLEAN_CHUNK.fullmatch(body)
+        and not any(bad in body for bad in _BAD_SEQUENCES)
+        and not _BARE_ADDRESS.search(body)
+    ):
+        names = body.split()
+        if hosts in (0, len(names)) and max(map(len, names), default=0) <= _LONGEST_LABEL:
+            if any(hint in body for hint in _LOCAL_HINTS):
+                names = [name for name in names if name not in LOCAL_NAMES]
+            return ([], names) if hosts else (names, [])
+    return _parse_lines(chunk, first_line, domain_list)
+
+
+def _parse_lines(
+    chunk: bytes, first_line: int, domain_list: DomainList
+) -> tuple[list[bytes], list[bytes]]:
+    """The slow path, for chunks with `=`, `||`, several names a line or bad lines."""
+    subtree: list[bytes] = []
+    exact: list[bytes] = []
+    for number, raw in enumerate(chunk.split(b"\n")[1:], start=first_line):
+        line = raw.strip()
+        if not line or line[:1] in b"#![":  # comments of every format; `[Adblock Plus 2.0]`
+            continue
+        parsed = _parse_line(line)
+        if isinstance(parsed, str):
+            shown = line.decode("utf-8", "replace")[:80]
+            domain_list.note_problem(f"{domain_list.source}:{number}: {parsed}: {shown!r}")
+            continue
+        names, is_exact = parsed
+        (exact if is_exact else subtree).extend(n for n in names if n not in LOCAL_NAMES)
+    return subtree, exact
+
+
+_ADBLOCK = re.compile(rb"\|\|(%s)\.?\^\|?" % DOMAIN_PATTERN.pattern)
+_COSMETIC = re.compile(rb"#[@?$%]?#|#@?\$\?#")
+_TRAILING_COMMENT = re.compile(rb"[ \t]+#.*$")
+_IP_LIKE = re.compile(rb"[0-9.]+|[0-9a-f:.]*:[0-9a-z:.%]*")
+
+
+def _parse_line(line: bytes) -> tuple[list[bytes], bool] | str:
+    """One stripped, lower-case, non-comment line: (names, exact) or why it was skipped."""
+    if line.startswith(b"@@"):
+        return "AdBlock exception rule, not supported"
+    if line.startswith(b"/"):
+        return "regular-expression rule, not supported"
+    if _COSMETIC.search(line):
+        return "AdBlock cosmetic rule, not supported"
+    line = _TRAILING_COMMENT.sub(b"", line)
+    if b"$" in line:
+        return "AdBlock rule with $options, not supported"
+    if line.startswith(b"|"):
+        found = _ADBLOCK.fullmatch(line)
+        return ([found.group(1)], False) if found else "AdBlock rule not supported"
+    tokens = line.split()
+    if len(tokens) > 1:
+        if not _is_address(tokens[0]):
+            return "not a domain name"
+        names = [_name(token) for token in tokens[1:]]
+        if None in names:
+            return "not a domain name in a hosts line"
+        return [n for n in names if n is not None], True
+    token = tokens[0]
+    if _is_address(token):
+        return "an address without a name"
+    exact = token.startswith(b"=")
+    if exact:
+        token = token[1:]
+    elif token.startswith(b"*."):
+        token = token[2:]
+    if b"*" in token:
+        return "wildcard in the middle of a name, not supported"
+    name = _name(token)
+    return "not a domain name" if name is None else ([name], exact)
+
+
+_COMMON_ADDRESSES = frozenset({b"0.0.0.0", b"127.0.0.1", b"::", b"::1", b"0"})
+
+
+def _is_address(token: bytes) -> bool:
+    if token in _COMMON_ADDRESSES:
+        return True
+    if not _IP_LIKE.fullmatch(token):
+        return False
+    try:
+        ipaddress.ip_address(token.split(b"%", 1)[0].decode())
+    except ValueError:
+        return False
+    return True
+
+
+def _name(token: bytes) -> bytes | None:
+    if token.endswith(b"."):
+        token = token[:-1]
+    if len(token) <= 253 and DOMAIN_PATTERN.fullmatch(token):
+        return token
+    if token.isascii():
+        return None
+    try:
+        return normalize_domain(token.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _names_to_rules(domain_list: DomainList, subtree: list[bytes], exact: list[bytes]) -> None:
+    """Small lists keep their names, so `check` and the log can show them."""
+    for names, is_exact in ((subtree, False), (exact, True)):
+        for name in dict.fromkeys(names):
+            domain_list.rules.append(
+                Rule(name.decode(), domain_list.action, domain_list.name, exact=is_exact)
+            )
+    domain_list.subtree_hashes = array("q")
+    domain_list.exact_hashes = array("q")
+
+
+def _entry_lines(text: str) -> list[int]:
+    """Line numbers of the items of `domains:`, only computed when an entry is bad."""
+    node = yamlio.compose(text)
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    for key, value in node.value:
+        if key.value == "domains" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+_SWITCH = {True: True, False: False, "on": True, "off": False, "yes": True, "no": False}
+
+
+def parse_switch(value: Any) -> bool | None:
+    """`on`/`off` as YAML 1.1 reads them (booleans), or as quoted strings; None if neither."""
+    key = value.lower() if isinstance(value, str) else value
+    return _SWITCH.get(key) if isinstance(key, bool | str) else None
+
+
+def load_yaml_list(path: Path) -> DomainList:
+    """A curated list: `name`, `description`, `action`, `domains` (names or mappings)."""
+    text = _read_bytes(path).decode("utf-8", "replace")
+    try:
+        document = yamlio.load(text)
+    except yaml.YAMLError as exc:
+        raise yamlio.error(exc, path, ListError) from None
+    source = str(path)
+    if not isinstance(document, dict):
+        raise ListError("a list file must be a mapping with `name` and `domains`", source=source)
+    unknown = sorted(set(map(str, document)) - LIST_KEYS)
+    if unknown:
+        raise ListError(
+            f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(LIST_KEYS))}",
+            source=source,
+        )
+    try:
+        action = ListAction(str(document.get("action", "block")).lower())
+    except ValueError:
+        raise ListError(
+            f"action: {document.get('action')!r} is not block, watch or allow", source=source
+        ) from None
+    domains = document.get("domains")
+    if not isinstance(domains, list):
+        raise ListError("`domains` must be a list of names", source=source)
+    default = parse_switch(document.get("default", "on"))
+    if default is None:
+        raise ListError(f"default: {document.get('default')!r} is not on or off", source=source)
+    domain_list = DomainList(
+        name=str(document.get("name") or path.stem),
+        action=action,
+        source=source,
+        description=" ".join(str(document.get("description") or "").split()),
+        enabled=default,
+        homepage=str(document.get("homepage") or ""),
+        enabled_by_default=default,
+    )
+    lines: list[int] | None = None
+    for index, item in enumerate(domains):
+        try:
+            domain_list.rules.append(_rule_from_entry(item, domain_list))
+        except ValueError as exc:
+            if lines is None:
+                lines = _entry_lines(text)
+            where = f"{source}:{lines[index]}" if index < len(lines) else source
+            domain_list.note_problem(f"{where}: {exc}")
+    if len(domain_list.rules) >= BIG_LIST_ENTRIES:
+        _rules_to_hashes(domain_list)
+    return domain_list
+
+
+_BREAKS = {False: "no", True: "yes"}
+
+
+def _rule_from_entry(item: Any, domain_list: DomainList) -> Rule:
+    if isinstance(item, str):
+        exact = item.startswith("=")
+        return Rule(
+            normalize_domain(item.lstrip("=")).decode(), domain_list.action, domain_list.name, exact
+        )
+    if not isinstance(item, dict) or "domain" not in item:
+        raise ValueError(f"an entry must be a name or a mapping with `domain`, not {item!r}")
+    unknown = sorted(set(map(str, item)) - ENTRY_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} in entry for {item['domain']!r}")
+    match = str(item.get("match", "subtree")).lower()
+    if match not in ("subtree", "exact"):
+        raise ValueError(f"match: {match!r} is not subtree or exact")
+    try:
+        action = ListAction(str(item.get("action", domain_list.action)).lower())
+    except ValueError:
+        raise ValueError(f"action: {item.get('action')!r} is not block, watch or allow") from None
+    breaks = item.get("breaks", "")
+    return Rule(
+        domain=normalize_domain(str(item["domain"])).decode(),
+        action=action,
+        list_name=domain_list.name,
+        exact=match == "exact",
+        purpose=str(item.get("purpose", "")),
+        breaks=_BREAKS.get(breaks, str(breaks)) if isinstance(breaks, bool) else str(breaks),
+        evidence=" ".join(str(item.get("evidence", "")).split()),
+        verified=item.get("verified", True) is not False,
+        note=" ".join(str(item.get("note", "")).split()),
+    )
+
+
+def _rules_to_hashes(domain_list: DomainList) -> None:
+    """A big YAML list keeps only the hashes of the rules that take the list's own action."""
+    own = [r for r in domain_list.rules if r.action is domain_list.action]
+    domain_list.subtree_hashes = array(
+        "q", sorted({hash(r.domain.encode()) for r in own if not r.exact})
+    )
+    domain_list.exact_hashes = array("q", sorted({hash(r.domain.encode()) for r in own if r.exact}))
+    domain_list.rules = [r for r in domain_list.rules if r.action is not domain_list.action]
+
+
+def load_lists(directories: Iterable[Path]) -> tuple[list[DomainList], list[str]]:
+    """Every list in the directories; a list with the same name in a later directory replaces it."""
+    by_name: dict[str, DomainList] = {}
+    errors: list[str] = []
+    for path in list_files(directories):
+        try:
+            loaded = load_list(path)
+        except ListError as exc:
+            errors.append(str(exc))
+            continue
+        errors.extend(loaded.problems)
+        if loaded.skipped > len(loaded.problems):
+            errors.append(f"{loaded.source}: {loaded.skipped} bad entries skipped in all")
+        by_name[loaded.name] = loaded
+    return list(by_name.values()), errors

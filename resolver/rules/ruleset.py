@@ -1,0 +1,60 @@
+"""The rule set: every list, the config's and the user's rules, built together from Settings.
+
+A RuleSet is what decides a name. It is built off the serving path and swapped in whole on a
+reload, so a query never sees half of one set and half of another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aidns.resolver.config import Settings
+from aidns.resolver.errors import ConfigError
+from aidns.resolver.rules.catalogue import apply_list_choices
+from aidns.resolver.rules.lists import DomainList, ListAction, Rule, normalize_domain
+from aidns.resolver.rules.matcher import DomainMatcher
+from aidns.resolver.rules.parsers import load_lists
+from aidns.resolver.rules.user import RULES_NAME, ProcessRules, load_rules, rule_lists
+
+
+def config_rules(settings: Settings) -> list[DomainList]:
+    """The `block:` and `allow:` names of the config file, as two small lists."""
+    made = []
+    for key, names, action in (
+        ("block", settings.block, ListAction.BLOCK),
+        ("allow", settings.allow, ListAction.ALLOW),
+    ):
+        domain_list = DomainList(
+            name=f"config:{key}", action=action, source=str(settings.config_path)
+        )
+        for text in names:
+            exact = text.startswith("=")
+            try:
+                domain = normalize_domain(text.lstrip("=")).decode()
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}", source=str(settings.config_path)) from None
+            domain_list.rules.append(Rule(domain, action, domain_list.name, exact=exact))
+        made.append(domain_list)
+    return made
+
+
+@dataclass(slots=True)
+class RuleSet:
+    """Everything that decides a name, built together and swapped in whole on a reload."""
+
+    matcher: DomainMatcher
+    lists: list[DomainList]
+    process_rules: ProcessRules
+    problems: list[str]
+
+
+def build_rule_set(settings: Settings) -> RuleSet:
+    """Every enabled list, the config's and the user's rules. A broken list file is reported
+    and skipped; a broken rules file raises, so a reload keeps the rules in effect."""
+    lists, problems = load_lists(settings.list_dirs)
+    problems.extend(apply_list_choices(lists, settings))
+    rules_path = settings.data_dir / RULES_NAME
+    user_rules = load_rules(rules_path)
+    lists.extend(config_rules(settings))
+    lists.extend(rule_lists(user_rules, str(rules_path)))
+    return RuleSet(DomainMatcher(lists), lists, ProcessRules(user_rules), problems)
