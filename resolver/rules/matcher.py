@@ -1,163 +1,276 @@
-"""The matcher that decides a name against every enabled list, in about a microsecond.
+"""The matcher: every enabled rule compiled into one buffer of sorted hashes, and its lookups.
 
-A lookup is one dict probe plus one binary search per label of the queried name: small
-lists live in dicts keyed by the name's hash, big lists in sorted hash arrays behind a bit
-filter, about 12 MB for a million names.
+The buffer is what a rule snapshot file holds (see snapshot.py): the keeper compiles lists
+into it, and the server maps it with `mmap`, so taking new rules costs no parse and no copy.
+A lookup is a bit-filter probe and, rarely, one binary search per label of the name. Layout,
+all integers little-endian and every array 8-byte aligned:
+
+    b"AIDNSNP1"  u32 meta length  meta (JSON)  padding  arrays...
+
+The meta names each array by (offset, count). Rules fall into six classes, (allow, block,
+watch) x (exact, subtree), each a sorted int64 array of name hashes with, where more than
+one list feeds it, a parallel uint16 array of list numbers. A bit filter over every hash
+turns most misses away before any search. Hashes are Python's `hash()` of the name, so a
+snapshot only holds for processes that share the hash seed; `fingerprint` checks that.
 """
 
 from __future__ import annotations
 
-import threading
+import json
+import mmap
+import struct
+import sys
+import time
 from array import array
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
 
+from aidns.resolver.errors import AidnsError
 from aidns.resolver.query import Action, Decision
-from aidns.resolver.rules.lists import ACTION_PRIORITY, DomainList, ListAction, Rule
+from aidns.resolver.rules.lists import DomainList, ListAction
 
-_VERDICT = {
+MAGIC = b"AIDNSNP1"
+MAX_LISTS = 65535  # list numbers are uint16
+BUCKET_BITS = 16
+BUCKETED_FROM = 4096  # smaller arrays are searched whole
+_BUCKET_SHIFT = 64 - BUCKET_BITS
+_BUCKET_OFFSET = 1 << (BUCKET_BITS - 1)  # hashes are signed
+_HASH_OFFSET = 1 << 63
+FILTER_MIN_BYTES = 1 << 13
+FILTER_MAX_BYTES = 1 << 22  # 4 MB: about 3% of misses reach a search with a million rules
+FILTER_BITS_PER_RULE = 32
+
+ORDER = (ListAction.ALLOW, ListAction.BLOCK, ListAction.WATCH)  # strongest first
+VERDICT = {
     ListAction.BLOCK: Action.BLOCKED,
     ListAction.WATCH: Action.WATCHED,
     ListAction.ALLOW: Action.ALLOWED,
 }
-
-BUCKET_BITS = 16
-_BUCKET_SHIFT = 64 - BUCKET_BITS
-_BUCKET_OFFSET = 1 << (BUCKET_BITS - 1)  # hashes are signed
+if sys.byteorder != "little":  # pragma: no cover
+    raise ImportError("rule snapshots are written little-endian")
 
 
-class _Segment:
-    """A big list's sorted hashes, with where each run of equal top bits starts, so a search
-    touches a few neighbouring entries instead of twenty scattered ones."""
-
-    __slots__ = ("action", "hashes", "list_name", "starts")
-
-    def __init__(self, hashes: array[int], action: ListAction, list_name: str):
-        self.hashes = hashes
-        self.action = action
-        self.list_name = list_name
-        self.starts = array(
-            "I",
-            (
-                bisect_left(hashes, (bucket - _BUCKET_OFFSET) << _BUCKET_SHIFT)
-                for bucket in range((1 << BUCKET_BITS) + 1)
-            ),
-        )
+def fingerprint() -> int:
+    """What this process's hash seed makes of a fixed name: equal only under the same seed."""
+    return hash(b"aidns rule snapshot")
 
 
-FILTER_BITS = 1 << 25  # 4 MB; about 3% of misses reach the binary search with a million rules
-_FILTER_MASK = FILTER_BITS // 8 - 1
+def _class_key(action: ListAction, exact: bool) -> str:
+    return f"{action}:{'exact' if exact else 'subtree'}"
+
+
+def _merge(members: list[tuple[int, array[int]]]) -> tuple[array[int], array[int] | None, int]:
+    """One sorted array from several lists' sorted hashes; the first list names a duplicate."""
+    if len(members) == 1:
+        number, hashes = members[0]
+        return hashes, None, number
+    packed = sorted(
+        (key + _HASH_OFFSET) << 16 | number for number, hashes in members for key in hashes
+    )
+    keys: array[int] = array("q")
+    numbers: array[int] = array("H")
+    last = None
+    for value in packed:
+        key = (value >> 16) - _HASH_OFFSET
+        if key != last:
+            keys.append(key)
+            numbers.append(value & 0xFFFF)
+            last = key
+    return keys, numbers, -1
+
+
+def _starts(keys: array[int]) -> array[int] | None:
+    if len(keys) < BUCKETED_FROM:
+        return None
+    return array(
+        "I",
+        (
+            bisect_left(keys, (bucket - _BUCKET_OFFSET) << _BUCKET_SHIFT)
+            for bucket in range((1 << BUCKET_BITS) + 1)
+        ),
+    )
+
+
+def _filter(classes: Iterable[array[int]], count: int) -> bytearray:
+    size = FILTER_MIN_BYTES
+    while size < FILTER_MAX_BYTES and size * 8 < count * FILTER_BITS_PER_RULE:
+        size *= 2
+    bits = bytearray(size)
+    mask = size - 1
+    for keys in classes:
+        for key in keys:
+            bits[(key >> 3) & mask] |= 1 << (key & 7)
+    return bits
+
+
+def compile_snapshot(
+    lists: Sequence[DomainList], generation: int, meta: dict[str, Any] | None = None
+) -> bytes:
+    """The snapshot of the enabled lists, in list order, with `meta` carried along."""
+    enabled = [domain_list for domain_list in lists if domain_list.enabled]
+    if len(enabled) > MAX_LISTS:
+        raise AidnsError(f"{len(enabled)} lists are on; at most {MAX_LISTS} can be")
+    members: dict[str, list[tuple[int, array[int]]]] = {}
+    for number, domain_list in enumerate(enabled):
+        found: dict[str, set[int]] = {}
+        for rule in domain_list.rules:
+            found.setdefault(_class_key(rule.action, rule.exact), set()).add(
+                hash(rule.domain.encode())
+            )
+        sorted_found = {key: array("q", sorted(values)) for key, values in found.items()}
+        big = ((False, domain_list.subtree_hashes), (True, domain_list.exact_hashes))
+        for exact, hashes in big:  # sorted by the parser already
+            if hashes:
+                key = _class_key(domain_list.action, exact)
+                held = sorted_found.get(key)
+                sorted_found[key] = hashes if held is None else array("q", sorted({*held, *hashes}))
+        for key, keys in sorted_found.items():
+            members.setdefault(key, []).append((number, keys))
+    blobs: list[bytes] = []
+    offset = 0
+
+    def place(data: array[int] | bytearray) -> list[int]:
+        nonlocal offset
+        raw = data.tobytes() if isinstance(data, array) else bytes(data)
+        at = offset
+        blobs.append(raw + b"\0" * (-len(raw) % 8))
+        offset += len(blobs[-1])
+        return [at, len(data)]
+
+    classes = []
+    merged: list[array[int]] = []
+    for action in ORDER:
+        for exact in (True, False):
+            key = _class_key(action, exact)
+            if key not in members:
+                continue
+            keys, numbers, only = _merge(members[key])
+            merged.append(keys)
+            starts = _starts(keys)
+            classes.append(
+                {
+                    "action": str(action),
+                    "exact": exact,
+                    "keys": place(keys),
+                    "numbers": None if numbers is None else place(numbers),
+                    "list": only,
+                    "starts": None if starts is None else place(starts),
+                }
+            )
+    rule_count = sum(len(domain_list) for domain_list in enabled)
+    bits = _filter(merged, sum(len(keys) for keys in merged))
+    described = {
+        **(meta or {}),
+        "generation": generation,
+        "created": time.time(),
+        "fingerprint": fingerprint(),
+        "lists": [domain_list.name for domain_list in enabled],
+        "rule_count": rule_count,
+        "has_allow": any(c["action"] == str(ListAction.ALLOW) for c in classes),
+        "classes": classes,
+        "filter": place(bits),
+    }
+    head = json.dumps(described, separators=(",", ":")).encode()
+    head += b" " * (-(len(MAGIC) + 4 + len(head)) % 8)
+    return b"".join([MAGIC, struct.pack("<I", len(head)), head, *blobs])
+
+
+class _Class:
+    __slots__ = ("action", "exact", "keys", "number", "numbers", "rank", "starts", "verdict")
+
+    def __init__(self, view: memoryview, spec: dict[str, Any], base: int) -> None:
+        def cut(place: list[int] | None, code: Literal["q", "H", "I"], width: int) -> Any:
+            if place is None:
+                return None
+            at, count = place
+            return view[base + at : base + at + count * width].cast(code)
+
+        self.action = ListAction(spec["action"])
+        self.exact = bool(spec["exact"])
+        self.rank = ORDER.index(self.action)
+        self.verdict = VERDICT[self.action]
+        self.keys = cut(spec["keys"], "q", 8)
+        self.numbers = cut(spec["numbers"], "H", 2)
+        self.number = int(spec["list"])
+        self.starts = cut(spec["starts"], "I", 4)
+
+    def find(self, key: int) -> int:
+        """The number of the list that holds `key`, or -1."""
+        keys = self.keys
+        starts = self.starts
+        if starts is None:
+            low, high = 0, len(keys)
+        else:
+            bucket = (key >> _BUCKET_SHIFT) + _BUCKET_OFFSET
+            low, high = starts[bucket], starts[bucket + 1]
+        index = bisect_left(keys, key, low, high)
+        if index < high and keys[index] == key:
+            return self.number if self.numbers is None else int(self.numbers[index])
+        return -1
 
 
 class DomainMatcher:
-    """Decides a name against every enabled list: allow beats block, block beats watch.
+    """Decides a name against a snapshot: allow beats block, block beats watch, and an exact
+    rule or a longer name beats a shorter one of the same strength."""
 
-    Small lists live in dicts keyed by the name's hash. Big lists are sorted hash arrays,
-    searched only when a bit filter over all of them says the name may be there.
-    """
-
-    def __init__(self, lists: Sequence[DomainList] = ()) -> None:
-        self._subtree: dict[int, Rule] = {}
-        self._exact: dict[int, Rule] = {}
-        self._subtree_segments: list[_Segment] = []
-        self._exact_segments: list[_Segment] = []
-        self._filter = bytearray()
-        self._strongest_rank = ACTION_PRIORITY[ListAction.BLOCK]
-        self.rule_count = 0
-        for domain_list in lists:
-            if domain_list.enabled:
-                self._add(domain_list)
-        for segments in (self._subtree_segments, self._exact_segments):
-            segments.sort(key=lambda s: ACTION_PRIORITY[s.action])
-        if self._subtree_segments or self._exact_segments:
-            # about 0.3 s for a million names: built beside the serving path, used once ready
-            threading.Thread(target=self._build_filter, name="filter", daemon=True).start()
-
-    def _add(self, domain_list: DomainList) -> None:
-        if domain_list.action is ListAction.ALLOW or any(
-            r.action is ListAction.ALLOW for r in domain_list.rules
-        ):
-            self._strongest_rank = ACTION_PRIORITY[ListAction.ALLOW]
-        for rule in domain_list.rules:
-            table = self._exact if rule.exact else self._subtree
-            key = hash(rule.domain.encode())
-            held = table.get(key)
-            if held is None or ACTION_PRIORITY[rule.action] < ACTION_PRIORITY[held.action]:
-                table[key] = rule
-        if domain_list.subtree_hashes:
-            self._subtree_segments.append(
-                _Segment(domain_list.subtree_hashes, domain_list.action, domain_list.name)
-            )
-        if domain_list.exact_hashes:
-            self._exact_segments.append(
-                _Segment(domain_list.exact_hashes, domain_list.action, domain_list.name)
-            )
-        self.rule_count += len(domain_list)
-
-    def _build_filter(self) -> None:
-        segments = self._subtree_segments + self._exact_segments
-        if not segments:
-            return
-        bits = bytearray(FILTER_BITS // 8)
-        mask = _FILTER_MASK
-        for segment in segments:
-            for key in segment.hashes:
-                bits[(key >> 3) & mask] |= 1 << (key & 7)
-        self._filter = bits
-
-    def _search(self, segments: list[_Segment], key: int) -> _Segment | None:
-        bits = self._filter
-        if bits and not bits[(key >> 3) & _FILTER_MASK] & (1 << (key & 7)):
-            return None
-        bucket = (key >> _BUCKET_SHIFT) + _BUCKET_OFFSET
-        for segment in segments:
-            hashes = segment.hashes
-            end = segment.starts[bucket + 1]
-            index = bisect_left(hashes, key, segment.starts[bucket], end)
-            if index < end and hashes[index] == key:
-                return segment
-        return None
+    def __init__(
+        self, lists: Sequence[DomainList] = (), *, compiled: bytes | mmap.mmap | None = None
+    ) -> None:
+        data = compile_snapshot(lists, generation=0) if compiled is None else compiled
+        view = memoryview(data)
+        if bytes(view[:8]) != MAGIC or len(view) < 12:
+            raise AidnsError("not an aidns rule snapshot")
+        (length,) = struct.unpack_from("<I", view, 8)
+        try:
+            meta = json.loads(bytes(view[12 : 12 + length]))
+        except ValueError:
+            raise AidnsError("a damaged rule snapshot") from None
+        base = 12 + length
+        self.meta: dict[str, Any] = meta
+        self.generation: int = int(meta["generation"])
+        self.rule_count: int = int(meta["rule_count"])
+        self.list_names: list[str] = list(meta["lists"])
+        classes = [_Class(view, spec, base) for spec in meta["classes"]]
+        self._exact = [found for found in classes if found.exact]
+        self._subtree = [found for found in classes if not found.exact]
+        at, size = meta["filter"]
+        self._filter = view[base + at : base + at + size]
+        self._mask = size - 1
+        self._strongest_rank = 0 if meta["has_allow"] else 1
+        self._data = data  # keeps the mapping alive as long as the matcher
 
     def decide(self, qname: bytes) -> Decision | None:
         """The strongest rule for a lower-case dotted name, or None when no list names it."""
+        bits = self._filter
+        mask = self._mask
+        names = self.list_names
         best: Decision | None = None
         rank = 3
         key = hash(qname)
-        rule = self._exact.get(key)
-        if rule is not None:
-            best, rank = (
-                Decision(_VERDICT[rule.action], rule.text, rule.list_name),
-                ACTION_PRIORITY[rule.action],
-            )
-        if self._exact_segments:
-            segment = self._search(self._exact_segments, key)
-            if segment is not None and ACTION_PRIORITY[segment.action] < rank:
-                rank = ACTION_PRIORITY[segment.action]
-                best = Decision(_VERDICT[segment.action], "=" + qname.decode(), segment.list_name)
-        subtree = self._subtree
-        segments = self._subtree_segments
+        if bits[(key >> 3) & mask] & (1 << (key & 7)):
+            for found in self._exact:
+                number = found.find(key)
+                if number >= 0:
+                    best = Decision(found.verdict, "=" + qname.decode(), names[number])
+                    rank = found.rank
+                    break
         start = 0
         while True:
             suffix = qname[start:] if start else qname
             key = hash(suffix)
-            rule = subtree.get(key)
-            if rule is not None and ACTION_PRIORITY[rule.action] < rank:
-                rank = ACTION_PRIORITY[rule.action]
-                best = Decision(_VERDICT[rule.action], rule.text, rule.list_name)
-            if segments:
-                segment = self._search(segments, key)
-                if segment is not None and ACTION_PRIORITY[segment.action] < rank:
-                    rank = ACTION_PRIORITY[segment.action]
-                    best = Decision(_VERDICT[segment.action], suffix.decode(), segment.list_name)
+            if bits[(key >> 3) & mask] & (1 << (key & 7)):
+                for found in self._subtree:
+                    if found.rank >= rank:
+                        break
+                    number = found.find(key)
+                    if number >= 0:
+                        best = Decision(found.verdict, suffix.decode(), names[number])
+                        rank = found.rank
+                        break
             if rank <= self._strongest_rank:
                 return best
             dot = qname.find(b".", start)
             if dot < 0:
                 return best
             start = dot + 1
-
-    def rule_for(self, name: str) -> Rule | None:
-        """The catalogue entry behind a small-list rule text, for `check` and the log."""
-        exact = name.startswith("=")
-        key = hash(name.lstrip("=").encode())
-        return (self._exact if exact else self._subtree).get(key)

@@ -11,13 +11,8 @@ import pytest
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.query import Action, Decision
 from aidns.resolver.rules.lists import DomainList, ListAction, Rule
-from aidns.resolver.rules.snapshot import (
-    BUCKETED_FROM,
-    DomainMatcher,
-    compile_snapshot,
-    map_snapshot,
-    write_snapshot,
-)
+from aidns.resolver.rules.matcher import BUCKETED_FROM, DomainMatcher, compile_snapshot
+from aidns.resolver.rules.snapshot import map_snapshot, write_snapshot
 
 RANK = {ListAction.ALLOW: 0, ListAction.BLOCK: 1, ListAction.WATCH: 2}
 VERDICT = {
@@ -77,7 +72,7 @@ def test_decisions_follow_strength_exactness_length_and_list_order() -> None:
         small("watch", ListAction.WATCH, "example", "telemetry.example"),
         small("second", ListAction.BLOCK, "telemetry.example", "deep.ok.telemetry.example"),
     ]
-    matcher = DomainMatcher(compile_snapshot(lists, generation=7))
+    matcher = DomainMatcher(compiled=compile_snapshot(lists, generation=7))
     assert matcher.generation == 7
     assert matcher.rule_count == 7
     assert matcher.decide(b"a.telemetry.example") == Decision(
@@ -96,7 +91,7 @@ def test_decisions_follow_strength_exactness_length_and_list_order() -> None:
 def test_a_disabled_list_is_left_out() -> None:
     off = small("off", ListAction.BLOCK, "off.example")
     off.enabled = False
-    matcher = DomainMatcher(compile_snapshot([off], generation=1))
+    matcher = DomainMatcher(compiled=compile_snapshot([off], generation=1))
     assert matcher.decide(b"off.example") is None
     assert matcher.rule_count == 0
 
@@ -116,7 +111,7 @@ def test_big_and_small_lists_agree_with_the_plain_reading() -> None:
         small("watch", ListAction.WATCH, *{name() for _ in range(200)}),
         small("exact", ListAction.BLOCK, *{"=" + name() for _ in range(100)}),
     ]
-    matcher = DomainMatcher(compile_snapshot(lists, generation=1))
+    matcher = DomainMatcher(compiled=compile_snapshot(lists, generation=1))
     for _ in range(3000):
         qname = name()
         assert matcher.decide(qname.encode()) == reference(lists, qname), qname
