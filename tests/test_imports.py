@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"aidns.resolver": ROOT / "resolver", "aidns.cli": ROOT / "cli"}
-WINGS = ("stages", "rules", "upstream", "querylog", "procinfo", "system")
+WINGS = ("stages", "rules", "upstream", "querylog", "procinfo", "system", "keeper")
 
 
 def module_files() -> dict[str, Path]:

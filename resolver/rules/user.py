@@ -175,9 +175,10 @@ class ProcessRules:
     """Rules scoped to processes, by the hash of their name like the matcher's small lists."""
 
     def __init__(self, rules: Sequence[UserRule] = ()) -> None:
+        self.rules = tuple(rule for rule in rules if rule.processes)
         self._subtree: dict[int, list[UserRule]] = {}
         self._exact: dict[int, list[UserRule]] = {}
-        for rule in rules:
+        for rule in self.rules:
             if rule.processes:
                 table = self._exact if rule.exact else self._subtree
                 table.setdefault(hash(rule.name.encode()), []).append(rule)

@@ -1,0 +1,77 @@
+"""The compiler child: reads the config, lists and rules, and writes a rule snapshot.
+
+Run by the server as `python -m aidns.resolver.keeper.compile`, never on its serving path. A
+hostile file can only make this process slow, big or dead: it runs at low priority, under an
+address-space limit, and exits when done, handing its memory back. It prints one JSON line:
+`{"ok": true, "problems": [...]}` or `{"ok": false, "error": "..."}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+from aidns.resolver.config import load_settings
+from aidns.resolver.errors import AidnsError
+from aidns.resolver.rules.matcher import compile_snapshot
+from aidns.resolver.rules.ruleset import build_rule_set
+from aidns.resolver.rules.snapshot import write_snapshot
+
+NICENESS = 10
+MEMORY_LIMIT_BYTES = 4 << 30
+
+
+def _lower_priority(memory_limit_bytes: int) -> None:
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+
+
+def compile_to(config: Path | None, data_dir: Path, out: Path, generation: int) -> dict[str, Any]:
+    """Build the rule set the config describes and write its snapshot to `out`."""
+    settings = load_settings(config_path=config, data_dir=data_dir, resolv_conf=())
+    rule_set = build_rule_set(settings)
+    meta = {
+        "problems": rule_set.problems,
+        "list_info": [
+            {"name": d.name, "entries": len(d), "enabled": d.enabled, "source": d.source}
+            for d in rule_set.lists
+        ],
+        "process_rules": [
+            {"name": r.name, "exact": r.exact, "processes": list(r.processes)}
+            for r in rule_set.process_rules.rules
+        ],
+    }
+    write_snapshot(out, compile_snapshot(rule_set.lists, generation, meta))
+    return {"ok": True, "problems": rule_set.problems}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aidns-compile")
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--generation", type=int, required=True)
+    parser.add_argument("--memory-limit", type=int, default=MEMORY_LIMIT_BYTES)
+    args = parser.parse_args(argv)
+    _lower_priority(args.memory_limit)
+    try:
+        result = compile_to(args.config, args.data_dir, args.out, args.generation)
+    except AidnsError as exc:
+        result = {"ok": False, "error": str(exc)}
+    except MemoryError:
+        limit_mib = args.memory_limit >> 20
+        result = {"ok": False, "error": f"compiling the lists took more than {limit_mib} MiB"}
+    print(json.dumps(result), flush=True)
+    return 0 if result["ok"] else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The server's side of rule snapshots: a compiler child makes one, the server maps it.
+
+One compile runs at a time; a request that arrives meanwhile is served by the next compile,
+so a burst of changes costs at most two. The child's work never holds the server's
+interpreter lock: the server only waits on a pipe, then maps a finished file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aidns.resolver.errors import AidnsError, excerpt
+from aidns.resolver.rules.snapshot import SNAPSHOT_NAME, DomainMatcher, map_snapshot
+
+log = logging.getLogger(__name__)
+
+COMPILE_TIMEOUT_S = 600.0
+CHILD_MODULE = "aidns.resolver.keeper.compile"
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A mapped snapshot and what the compiler said about it."""
+
+    matcher: DomainMatcher
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def generation(self) -> int:
+        return self.matcher.generation
+
+    @property
+    def list_info(self) -> list[dict[str, Any]]:
+        return list(self.matcher.meta.get("list_info", []))
+
+    @property
+    def process_rules(self) -> list[dict[str, Any]]:
+        return list(self.matcher.meta.get("process_rules", []))
+
+
+class SnapshotKeeper:
+    """Compiles the lists in a child process and maps the result; one compile at a time."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config_path: Path | None,
+        timeout_s: float = COMPILE_TIMEOUT_S,
+        memory_limit_bytes: int | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.config_path = config_path
+        self.timeout_s = timeout_s
+        self.memory_limit_bytes = memory_limit_bytes
+        self.path = data_dir / SNAPSHOT_NAME
+        if not data_dir.is_dir():
+            self.path = Path(tempfile.mkdtemp(prefix="aidns-")) / SNAPSHOT_NAME
+        self.generation = 0
+        self.compiles = 0
+        self._lock = threading.Lock()
+
+    def last(self) -> Compiled | None:
+        """The snapshot a previous run left, if this process can use it."""
+        if not self.path.exists():
+            return None
+        try:
+            matcher = map_snapshot(self.path)
+        except AidnsError as exc:
+            log.info("not starting from the last rule snapshot: %s", exc)
+            return None
+        self.generation = max(self.generation, matcher.generation)
+        return Compiled(matcher, list(matcher.meta.get("problems", [])))
+
+    def compile(self) -> Compiled:
+        """A new snapshot of the files as they are now; AidnsError keeps the old one in use."""
+        with self._lock:
+            generation = self.generation + 1
+            self._run_child(generation)
+            matcher = map_snapshot(self.path)
+            if matcher.generation != generation:
+                raise AidnsError("the compiled rule snapshot was replaced while it was read")
+            self.generation = generation
+            self.compiles += 1
+            return Compiled(matcher, list(matcher.meta.get("problems", [])))
+
+    def _command(self, generation: int) -> list[str]:
+        command = [sys.executable, "-m", CHILD_MODULE, f"--data-dir={self.data_dir}"]
+        command += [f"--out={self.path}", f"--generation={generation}"]
+        if self.config_path is not None:
+            command.append(f"--config={self.config_path}")
+        if self.memory_limit_bytes is not None:
+            command.append(f"--memory-limit={self.memory_limit_bytes}")
+        return command
+
+    def _run_child(self, generation: int) -> None:
+        try:
+            done = subprocess.run(
+                self._command(generation),
+                capture_output=True,
+                text=True,
+                timeout=self.timeout_s,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise AidnsError(
+                f"compiling the lists took over {self.timeout_s:g} s; stopped"
+            ) from None
+        except OSError as exc:
+            raise AidnsError(f"cannot start the list compiler: {exc.strerror}") from None
+        lines = done.stdout.strip().splitlines()
+        try:
+            said = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            said = None
+        if isinstance(said, dict) and said.get("ok") is True:
+            return
+        if isinstance(said, dict) and isinstance(said.get("error"), str):
+            raise AidnsError(said["error"])
+        why = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        raise AidnsError(f"the list compiler failed: {excerpt(why[0], 200)}")
