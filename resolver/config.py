@@ -14,12 +14,19 @@ from typing import Any
 import yaml
 
 from aidns.resolver import yamlio
+from aidns.resolver.endpoints import (
+    ListenAddress,
+    UpstreamSpec,
+    check_no_loop,
+    is_ip,
+    loops_to,
+    parse_listen,
+    parse_upstream,
+)
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.querylog.writer import QueryLogConfig
 from aidns.resolver.replies import BlockResponse
-from aidns.resolver.server import ListenAddress, parse_listen
 from aidns.resolver.stages.caching import CacheConfig
-from aidns.resolver.upstream.pool import UpstreamSpec, is_ip, parse_upstream
 
 log = logging.getLogger(__name__)
 
@@ -486,27 +493,3 @@ def remember_upstreams(data_dir: Path, upstreams: Sequence[UpstreamSpec]) -> Non
         log.warning("cannot remember upstreams in %s: %s", remembered, exc.strerror)
         return
     log.info("remembered upstreams %s in %s", ", ".join(map(str, upstreams)), remembered)
-
-
-def loops_to(spec: UpstreamSpec, listen: Sequence[ListenAddress]) -> ListenAddress | None:
-    """The listen address of ours that asking `spec` would ask, if any."""
-    try:
-        target = ipaddress.ip_address(spec.host)
-    except ValueError:
-        return None
-    for address in listen:
-        ours = ipaddress.ip_address(address.host)
-        same_host = ours == target or (ours.is_unspecified and target.version == ours.version)
-        if same_host and address.port == spec.port and spec.port != 0:
-            return address
-    return None
-
-
-def check_no_loop(upstreams: Sequence[UpstreamSpec], listen: Sequence[ListenAddress]) -> None:
-    """Refuse an upstream that is one of our own listen addresses: we would ask ourselves."""
-    for spec in upstreams:
-        if (address := loops_to(spec, listen)) is not None:
-            raise ConfigError(
-                f"upstream {spec} is aidns's own listen address {address}: queries would loop. "
-                "Give the real upstream with --upstream (see `aidns serve --help`)."
-            )

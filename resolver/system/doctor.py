@@ -19,12 +19,12 @@ import dns.message
 
 from aidns.resolver.app import build_rules
 from aidns.resolver.config import Settings, load_settings
+from aidns.resolver.endpoints import ListenAddress, UpstreamSpec
 from aidns.resolver.errors import AidnsError, UpstreamError
 from aidns.resolver.procinfo.lookup import ToolKind, default_catalogue, user_name
 from aidns.resolver.procinfo.macos import parse_lsof_fields
 from aidns.resolver.query import ProcessInfo
 from aidns.resolver.querylog.writer import DB_NAME
-from aidns.resolver.server import ListenAddress
 from aidns.resolver.system.setupdns import (
     RESOLV_CONF,
     RESOLVED_STUBS,
@@ -35,7 +35,8 @@ from aidns.resolver.system.setupdns import (
     probe,
     scutil_default_servers,
 )
-from aidns.resolver.upstream.pool import AddressFinder, Upstream, UpstreamPool, UpstreamSpec
+from aidns.resolver.upstream.bootstrap import AddressFinder
+from aidns.resolver.upstream.pool import Upstream, UpstreamPool
 
 CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2

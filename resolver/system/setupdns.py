@@ -27,8 +27,8 @@ from aidns.resolver.config import (
     nameservers_from,
     resolve_data_dir,
 )
+from aidns.resolver.endpoints import ListenAddress, parse_upstream
 from aidns.resolver.errors import AidnsError, ConfigError
-from aidns.resolver.server import ListenAddress
 from aidns.resolver.system.sysfiles import (
     FileState,
     Runner,
@@ -38,7 +38,6 @@ from aidns.resolver.system.sysfiles import (
     shell_line,
     under,
 )
-from aidns.resolver.upstream.pool import parse_upstream
 
 RECORD_NAME = "setup-dns.json"
 RESOLV_CONF = "/etc/resolv.conf"

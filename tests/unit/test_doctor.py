@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from aidns.cli.main import app
 from aidns.resolver.config import Settings, load_settings
-from aidns.resolver.server import ListenAddress
+from aidns.resolver.endpoints import ListenAddress
 from aidns.resolver.system.doctor import (
     Check,
     Holder,

@@ -7,10 +7,11 @@ import time
 
 import dns.message
 
+from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.query import Query, Transport
 from aidns.resolver.stages.caching import AnswerCache, CacheConfig
 from aidns.resolver.stages.forwarding import ForwardingStage
-from aidns.resolver.upstream.pool import UpstreamPool, parse_upstream
+from aidns.resolver.upstream.pool import UpstreamPool
 
 from ..helpers.dnsserver import Behaviour, FakeNameserver
 from .helpers import make_wire

@@ -6,6 +6,7 @@ import math
 import time
 from typing import Any, ClassVar
 
+from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.pipeline import Pipeline, default_stages
 from aidns.resolver.procinfo.lookup import NullProcessLookup
 from aidns.resolver.query import Action, Query, Transport
@@ -16,7 +17,7 @@ from aidns.resolver.stages.attribution import AttributionStage
 from aidns.resolver.stages.blocking import BlockingStage
 from aidns.resolver.stages.caching import AnswerCache, CacheConfig, CachingStage
 from aidns.resolver.stages.forwarding import ForwardingStage
-from aidns.resolver.upstream.pool import UpstreamPool, parse_upstream
+from aidns.resolver.upstream.pool import UpstreamPool
 
 from .helpers import make_wire
 
