@@ -5,8 +5,9 @@ import dns.message
 import dns.rcode
 import dns.rrset
 
+from aidns.resolver.config import CacheConfig
 from aidns.resolver.query import Action
-from aidns.resolver.stages.caching import AnswerCache, CacheConfig, CachingStage, parse_answer
+from aidns.resolver.stages.caching import AnswerCache, CachingStage, parse_answer
 
 from .helpers import make_query
 

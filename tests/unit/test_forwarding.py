@@ -7,9 +7,10 @@ import time
 
 import dns.message
 
+from aidns.resolver.config import CacheConfig
 from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.query import Query, Transport
-from aidns.resolver.stages.caching import AnswerCache, CacheConfig
+from aidns.resolver.stages.caching import AnswerCache
 from aidns.resolver.stages.forwarding import ForwardingStage
 from aidns.resolver.upstream.pool import UpstreamPool
 

@@ -12,11 +12,11 @@ import dns.message
 import dns.rrset
 import pytest
 
+from aidns.resolver.config import QueryLogConfig
 from aidns.resolver.query import Action, Decision, ProcessInfo, Query
 from aidns.resolver.querylog.writer import (
     ROWS_AT_ONCE,
     QueryLog,
-    QueryLogConfig,
     reversed_name,
     subtree_range,
     summarize,
