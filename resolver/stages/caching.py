@@ -178,7 +178,8 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def answer(self, query: Query, now: float) -> bytes | None:
+    def recall(self, query: Query, now: float) -> bytes | None:
+        """The cached reply to `query`, TTLs counted down to `now`; None on a miss."""
         entry = self._entries.get(query.cache_key())
         if entry is None or entry.expires_at <= now:
             if entry is not None and entry.stale_until > now:  # the upstreams failed just now
@@ -258,7 +259,7 @@ class CachingStage:
         self.cache = cache
 
     def answer(self, query: Query) -> bool:
-        response = self.cache.answer(query, time.monotonic())
+        response = self.cache.recall(query, time.monotonic())
         if response is None:
             return False
         if query.decision is None:

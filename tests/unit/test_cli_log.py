@@ -27,7 +27,7 @@ def record(querylog: QueryLog, name: str, process: ProcessInfo | None, action: A
     query = make_query(name)
     query.process = process
     query.decision = Decision(action, name if action is Action.BLOCKED else "", "lists")
-    query.response = BlockResponse().answer(query)
+    query.response = BlockResponse().reply_to(query)
     querylog(query)
 
 

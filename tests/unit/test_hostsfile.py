@@ -210,7 +210,7 @@ def _record(querylog: QueryLog, name: str) -> None:
     query = make_query(name)
     query.process = ProcessInfo(pid=100, name="ollama", uid=1000)
     query.decision = Decision(Action.FORWARDED, "", "")
-    query.response = BlockResponse().answer(query)
+    query.response = BlockResponse().reply_to(query)
     querylog(query)
 
 
