@@ -292,3 +292,23 @@ def ensure_data_dir(data_dir: Path) -> None:
         (data_dir / "lists").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         log.warning("cannot create data dir %s: %s; running without it", data_dir, exc.strerror)
+
+
+def describe_serving(load_settings: Callable[[], Settings]) -> list[str]:
+    """What `serve --check` shows: the effective settings, then the lists in effect. Binds,
+    starts and writes nothing."""
+    settings = _loaded(load_settings)
+    return [*settings.describe(), Resolver(settings).describe_lists()]
+
+
+def serve_until_stopped(load_settings: Callable[[], Settings]) -> None:
+    """Serve until SIGINT or SIGTERM; `load_settings` is read again on every reload."""
+    settings = _loaded(load_settings)
+    ensure_data_dir(settings.data_dir)
+    asyncio.run(Resolver(settings, reload_settings=load_settings).run())
+
+
+def _loaded(load_settings: Callable[[], Settings]) -> Settings:
+    settings = load_settings()
+    logging.getLogger().setLevel(settings.log_level.upper())
+    return settings

@@ -1,26 +1,37 @@
-"""Settings from the config file, the environment and flags, in that order of weakness."""
+"""Settings from the config file, the environment and flags, in that order of weakness.
+
+Config owns its types: Settings and the frozen config of each part (CacheConfig,
+QueryLogConfig; ListenAddress and UpstreamSpec from endpoints) are defined here or below,
+and the stages, the server and the query log receive them.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from aidns.resolver import yamlio
+from aidns.resolver.configfile import (
+    ConfigFile,
+    default_config_path,
+    default_data_dir,
+    read_config_file,
+)
+from aidns.resolver.endpoints import (
+    ListenAddress,
+    UpstreamSpec,
+    check_no_loop,
+    is_ip,
+    loops_to,
+    parse_listen,
+    parse_upstream,
+)
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.querylog.writer import QueryLogConfig
 from aidns.resolver.replies import BlockResponse
 from aidns.resolver.resolvconf import RESOLV_CONF_PATHS, nameservers
-from aidns.resolver.server import ListenAddress, parse_listen
-from aidns.resolver.stages.caching import CacheConfig
-from aidns.resolver.upstream.pool import UpstreamSpec, is_ip, parse_upstream
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +42,6 @@ REMEMBERED_UPSTREAMS = "upstreams.remembered"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def default_config_path() -> Path:
-    if _is_root():
-        return Path("/etc/aidns/config.yaml")
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "aidns" / "config.yaml"
-
-
-def default_data_dir() -> Path:
-    if _is_root():
-        return Path("/var/lib/aidns")
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "aidns"
 
 
 def resolve_data_dir(config_path: Path | None, data_dir: Path | None) -> Path:
@@ -64,6 +57,38 @@ def resolve_data_dir(config_path: Path | None, data_dir: Path | None) -> Path:
 
 def shipped_lists_dir() -> Path:
     return Path(str(resources.files("aidns.blocklists")))
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    size: int = 20000
+    max_ttl_s: int = 86400
+    min_ttl_s: int = 0
+    serve_stale_s: int = 86400
+
+    def describe(self) -> str:
+        stale = f"; stale up to {self.serve_stale_s} s" if self.serve_stale_s else ""
+        return (
+            f"cache: {self.size} entries, TTLs kept between {self.min_ttl_s} and "
+            f"{self.max_ttl_s} s{stale}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLogConfig:
+    enabled: bool = True
+    days: float = 7.0
+    max_rows: int = 1_000_000
+    jsonl: str | None = None
+    window_entries: int = 20_000
+    batch_interval_s: float = 1.0
+    busy_timeout_s: float = 1.0
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return "querylog: off"
+        mirror = f", JSON lines to {self.jsonl}" if self.jsonl else ""
+        return f"querylog: keep {self.days:g} days, at most {self.max_rows} rows{mirror}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,104 +159,6 @@ class Settings:
         return []
 
 
-KNOWN_KEYS = {
-    "listen": "list of ADDR:PORT",
-    "upstream": "list of upstream servers",
-    "bootstrap": "list of DNS servers by IP that find upstreams given by name",
-    "allow_net": "list of CIDRs",
-    "block_response": "null | nxdomain | refused | <IPv4>,<IPv6>",
-    "block_ttl": "seconds",
-    "cache_size": "entries",
-    "cache_max_ttl": "seconds",
-    "cache_min_ttl": "seconds",
-    "cache_serve_stale": "seconds an expired answer may still be served when no upstream answers",
-    "upstream_timeout": "seconds",
-    "upstream_ca": "path of a CA bundle for DoT and DoH upstreams",
-    "tcp_idle_timeout": "seconds",
-    "log_level": "debug | info | warning | error",
-    "data_dir": "path",
-    "block": "list of names to block",
-    "allow": "list of names to allow",
-    "lists": "mapping: enable / disable, each a list of list names",
-    "attribution": "true | false",
-    "attribution_budget_ms": "milliseconds",
-    "query_log": "true | false",
-    "query_log_days": "days",
-    "query_log_rows": "rows",
-    "query_log_jsonl": 'path, or "-" for standard output',
-}
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigFile:
-    """A parsed config file: its values and the line each key is on."""
-
-    path: Path | None
-    values: Mapping[str, Any]
-    lines: Mapping[str, int]
-
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(
-            f"{key}: {message}",
-            source=str(self.path) if self.path else None,
-            line=self.lines.get(key),
-        )
-
-
-def read_config_file(path: Path | None, required: bool) -> ConfigFile:
-    if path is None or (not required and not path.exists()):
-        return ConfigFile(None, {}, {})
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config: {exc.strerror}", source=str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("config is not UTF-8 text", source=str(path)) from None
-    try:
-        node = yamlio.compose(text)
-        values = yamlio.load(text)
-    except yaml.YAMLError as exc:
-        raise yamlio.error(exc, path) from None
-    if values is None:
-        return ConfigFile(path, {}, {})
-    if not isinstance(values, dict) or not isinstance(node, yaml.MappingNode):
-        raise ConfigError(
-            "the config must be a mapping of keys to values", source=str(path), line=1
-        )
-    lines = {str(key.value).replace("-", "_"): key.start_mark.line + 1 for key, _ in node.value}
-    normalized = {str(key).replace("-", "_"): value for key, value in values.items()}
-    config = ConfigFile(path, normalized, lines)
-    for key in normalized:
-        if key not in KNOWN_KEYS:
-            raise config.error(key, f"unknown key; known keys: {', '.join(KNOWN_KEYS)}")
-    return config
-
-
-def _as_list(config: ConfigFile, key: str) -> list[str] | None:
-    value = config.values.get(key)
-    if value is None:
-        return None
-    if isinstance(value, str | int | float):
-        return [str(value)]
-    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
-        return [str(v) for v in value]
-    raise config.error(key, f"expected {KNOWN_KEYS[key]}, got {value!r}")
-
-
-def _as_number(
-    config: ConfigFile, key: str, flag: float | None, default: float, minimum: float
-) -> float:
-    if flag is not None:
-        value: Any = flag
-    else:
-        value = config.values.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise config.error(
-            key, f"expected a number of {KNOWN_KEYS[key]} of at least {minimum:g}, got {value!r}"
-        )
-    return float(value)
-
-
 def load_settings(
     *,
     config_path: Path | None = None,
@@ -258,88 +185,43 @@ def load_settings(
         configured = config.values.get("data_dir")
         data_dir = Path(str(configured)).expanduser() if configured else default_data_dir()
 
-    listen_texts = list(listen) or _as_list(config, "listen") or list(DEFAULT_LISTEN)
-    try:
-        listen_addresses = tuple(dict.fromkeys(parse_listen(text) for text in listen_texts))
-    except ConfigError as exc:
-        message = str(exc).removeprefix("listen: ")
-        if listen:
-            raise ConfigError(f"--listen: {message}") from None
-        raise config.error("listen", message) from None
-
-    nets: list[Network] = []
-    for text in list(allow_net) or _as_list(config, "allow_net") or []:
-        try:
-            nets.append(ipaddress.ip_network(text, strict=False))
-        except ValueError as exc:
-            if allow_net:
-                raise ConfigError(f"--allow-net: {exc}") from None
-            raise config.error("allow_net", str(exc)) from None
-
-    ttl = int(_as_number(config, "block_ttl", None, 60, 0))
-    response_text = block_response or config.values.get("block_response") or "null"
-    try:
-        sinkhole = BlockResponse.parse(str(response_text), ttl_s=ttl)
-    except ConfigError as exc:
-        message = str(exc).removeprefix("block_response: ")
-        if block_response:
-            raise ConfigError(f"--block-response: {message}") from None
-        raise config.error("block_response", message) from None
-
-    cache = CacheConfig(
-        size=int(_as_number(config, "cache_size", cache_size, 20000, 0)),
-        max_ttl_s=int(_as_number(config, "cache_max_ttl", None, 86400, 0)),
-        min_ttl_s=int(_as_number(config, "cache_min_ttl", None, 0, 0)),
-        serve_stale_s=int(_as_number(config, "cache_serve_stale", None, 86400, 0)),
+    listen_texts = list(listen) or config.texts("listen") or list(DEFAULT_LISTEN)
+    listen_addresses = config.checked(
+        "listen", bool(listen), lambda: tuple(dict.fromkeys(map(parse_listen, listen_texts)))
     )
+    net_texts = list(allow_net) or config.texts("allow_net") or []
+    nets = config.checked("allow_net", bool(allow_net), lambda: tuple(map(_network, net_texts)))
 
-    attribution = config.values.get("attribution", True)
-    if not isinstance(attribution, bool):
-        raise config.error("attribution", f"expected true or false, got {attribution!r}")
-    log_enabled = config.values.get("query_log", True) if query_log is None else query_log
-    if not isinstance(log_enabled, bool):
-        raise config.error("query_log", f"expected true or false, got {log_enabled!r}")
-    jsonl = query_log_jsonl or config.values.get("query_log_jsonl")
-    query_log_config = QueryLogConfig(
-        enabled=log_enabled,
-        days=_as_number(config, "query_log_days", None, 7, 0.001),
-        max_rows=int(_as_number(config, "query_log_rows", None, 1_000_000, 1)),
-        jsonl=str(jsonl) if jsonl else None,
+    ttl = int(config.number("block_ttl", None, 60, 0))
+    response_text = str(block_response or config.values.get("block_response") or "null")
+    sinkhole = config.checked(
+        "block_response",
+        bool(block_response),
+        lambda: BlockResponse.parse(response_text, ttl_s=ttl),
     )
+    cache = _cache_config(config, cache_size)
+    attribution = config.switch("attribution", None, True)
+    query_log_config = _query_log_config(config, query_log, query_log_jsonl)
 
     level = (log_level or str(config.values.get("log_level", "info"))).lower()
     if level not in LOG_LEVELS:
         message = f"{level!r} is not one of {', '.join(LOG_LEVELS)}"
-        raise (
-            ConfigError(f"--log-level: {message}")
-            if log_level
-            else config.error("log_level", message)
-        )
+        raise config.blame("log_level", bool(log_level), message)
 
-    upstream_texts = list(upstream) or _as_list(config, "upstream")
+    upstream_texts = list(upstream) or config.texts("upstream") or []
     from_system = False
     if upstream_texts:
         source = "from flags" if upstream else f"from {where}"
-        try:
-            upstreams = tuple(parse_upstream(text) for text in upstream_texts)
-        except ConfigError as exc:
-            if upstream:
-                raise ConfigError(f"--upstream: {exc}") from None
-            raise config.error("upstream", str(exc)) from None
+        upstreams = config.checked(
+            "upstream", bool(upstream), lambda: tuple(map(parse_upstream, upstream_texts))
+        )
     else:
         upstreams, source, from_system = default_upstreams(data_dir, resolv_conf, listen_addresses)
     check_no_loop(upstreams, listen_addresses)
     bootstrap_specs, bootstrap_source = _bootstrap(config, bootstrap, upstreams, resolv_conf)
     check_no_loop(bootstrap_specs, listen_addresses)
 
-    if upstream_ca is not None:
-        if not upstream_ca.is_file():
-            raise ConfigError(f"--upstream-ca: {upstream_ca} is not a readable file")
-    elif config.values.get("upstream_ca") is not None:
-        upstream_ca = Path(str(config.values["upstream_ca"])).expanduser()
-        if not upstream_ca.is_file():
-            raise config.error("upstream_ca", f"{upstream_ca} is not a readable file")
-
+    ca_bundle = _ca_bundle(config, upstream_ca)
     lists_config = config.values.get("lists") or {}
     if not isinstance(lists_config, dict) or set(lists_config) - {"enable", "disable"}:
         raise config.error(
@@ -351,26 +233,63 @@ def load_settings(
         upstreams=upstreams,
         upstream_source=source,
         upstreams_from_system=from_system,
-        allow_nets=tuple(nets),
+        allow_nets=nets,
         block_response=sinkhole,
         cache=cache,
         query_log=query_log_config,
         attribution=attribution,
-        attribution_budget_s=_as_number(config, "attribution_budget_ms", None, 2.0, 0.1) / 1000,
-        upstream_timeout_s=_as_number(config, "upstream_timeout", upstream_timeout_s, 2.0, 0.05),
-        upstream_ca=upstream_ca,
-        tcp_idle_timeout_s=_as_number(config, "tcp_idle_timeout", None, 10.0, 0.1),
+        attribution_budget_s=config.number("attribution_budget_ms", None, 2.0, 0.1) / 1000,
+        upstream_timeout_s=config.number("upstream_timeout", upstream_timeout_s, 2.0, 0.05),
+        upstream_ca=ca_bundle,
+        tcp_idle_timeout_s=config.number("tcp_idle_timeout", None, 10.0, 0.1),
         log_level=level,
         bootstrap=bootstrap_specs,
         bootstrap_source=bootstrap_source,
         data_dir=data_dir,
         config_path=config.path,
-        block=tuple(_as_list(config, "block") or ()),
-        allow=tuple(_as_list(config, "allow") or ()),
+        block=tuple(config.texts("block") or ()),
+        allow=tuple(config.texts("allow") or ()),
         disabled_lists=tuple(map(str, lists_config.get("disable") or ())),
         enabled_lists=tuple(map(str, lists_config.get("enable") or ())),
         list_dirs=(shipped_lists_dir(), data_dir / "lists"),
         follow_resolv_conf=() if upstream_texts else tuple(resolv_conf),
+    )
+
+
+def _ca_bundle(config: ConfigFile, flag: Path | None) -> Path | None:
+    configured = config.values.get("upstream_ca")
+    path = Path(str(configured)).expanduser() if flag is None and configured is not None else flag
+    if path is not None and not path.is_file():
+        raise config.blame("upstream_ca", flag is not None, f"{path} is not a readable file")
+    return path
+
+
+def _network(text: str) -> Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _cache_config(config: ConfigFile, size: int | None) -> CacheConfig:
+    return CacheConfig(
+        size=int(config.number("cache_size", size, 20000, 0)),
+        max_ttl_s=int(config.number("cache_max_ttl", None, 86400, 0)),
+        min_ttl_s=int(config.number("cache_min_ttl", None, 0, 0)),
+        serve_stale_s=int(config.number("cache_serve_stale", None, 86400, 0)),
+    )
+
+
+def _query_log_config(
+    config: ConfigFile, enabled_flag: bool | None, jsonl_flag: str | None
+) -> QueryLogConfig:
+    enabled = config.switch("query_log", enabled_flag, True)
+    jsonl = jsonl_flag or config.values.get("query_log_jsonl")
+    return QueryLogConfig(
+        enabled=enabled,
+        days=config.number("query_log_days", None, 7, 0.001),
+        max_rows=int(config.number("query_log_rows", None, 1_000_000, 1)),
+        jsonl=str(jsonl) if jsonl else None,
     )
 
 
@@ -383,20 +302,10 @@ def _bootstrap(
     """The servers that find upstreams given by name, and where they came from: the flags,
     the config, else the upstreams given by IP, else the system's nameservers; () means
     the system's own lookup."""
-    texts = list(flags) or _as_list(config, "bootstrap")
+    texts = list(flags) or config.texts("bootstrap")
     if texts:
-        specs = []
-        for text in texts:
-            try:
-                spec = parse_upstream(text)
-                if not is_ip(spec.host):
-                    raise ConfigError(f"{text!r} must be given by IP address: it finds the others")
-            except ConfigError as exc:
-                if flags:
-                    raise ConfigError(f"--bootstrap: {exc}") from None
-                raise config.error("bootstrap", str(exc)) from None
-            specs.append(spec)
-        return tuple(specs), "from flags" if flags else f"from {config.path}"
+        specs = config.checked("bootstrap", bool(flags), lambda: tuple(map(_by_ip, texts)))
+        return specs, "from flags" if flags else f"from {config.path}"
     by_ip = tuple(spec for spec in upstreams if is_ip(spec.host))
     if by_ip:
         return by_ip, "the upstreams given by IP"
@@ -407,6 +316,13 @@ def _bootstrap(
                 f"from {path}"
             )
     return (), "no nameserver by IP known"
+
+
+def _by_ip(text: str) -> UpstreamSpec:
+    spec = parse_upstream(text)
+    if not is_ip(spec.host):
+        raise ConfigError(f"{text!r} must be given by IP address: it finds the others")
+    return spec
 
 
 def system_upstreams(
@@ -468,27 +384,3 @@ def remember_upstreams(data_dir: Path, upstreams: Sequence[UpstreamSpec]) -> Non
         log.warning("cannot remember upstreams in %s: %s", remembered, exc.strerror)
         return
     log.info("remembered upstreams %s in %s", ", ".join(map(str, upstreams)), remembered)
-
-
-def loops_to(spec: UpstreamSpec, listen: Sequence[ListenAddress]) -> ListenAddress | None:
-    """The listen address of ours that asking `spec` would ask, if any."""
-    try:
-        target = ipaddress.ip_address(spec.host)
-    except ValueError:
-        return None
-    for address in listen:
-        ours = ipaddress.ip_address(address.host)
-        same_host = ours == target or (ours.is_unspecified and target.version == ours.version)
-        if same_host and address.port == spec.port and spec.port != 0:
-            return address
-    return None
-
-
-def check_no_loop(upstreams: Sequence[UpstreamSpec], listen: Sequence[ListenAddress]) -> None:
-    """Refuse an upstream that is one of our own listen addresses: we would ask ourselves."""
-    for spec in upstreams:
-        if (address := loops_to(spec, listen)) is not None:
-            raise ConfigError(
-                f"upstream {spec} is aidns's own listen address {address}: queries would loop. "
-                "Give the real upstream with --upstream (see `aidns serve --help`)."
-            )

@@ -1,4 +1,4 @@
-"""Answers aidns makes itself (sinkhole, NXDOMAIN, errors), built by slicing the query's bytes."""
+"""Replies aidns makes itself (sinkhole, NXDOMAIN, errors), built by slicing the query's bytes."""
 
 from __future__ import annotations
 
@@ -112,7 +112,8 @@ class BlockResponse:
             return self.mode
         return f"{ipaddress.IPv4Address(self.ipv4)},{ipaddress.IPv6Address(self.ipv6)}"
 
-    def answer(self, query: Query) -> bytes:
+    def reply_to(self, query: Query) -> bytes:
+        """The reply to a blocked query, as this block response says."""
         if self.mode == "nxdomain":
             return reply(query, Rcode.NXDOMAIN)
         if self.mode == "refused":

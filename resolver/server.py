@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from aidns.resolver.endpoints import ListenAddress
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.pipeline import Pipeline
 from aidns.resolver.query import PLAIN_UDP_SIZE, MalformedQuery, Query, Rcode, Transport
@@ -26,50 +25,6 @@ log = logging.getLogger(__name__)
 
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_UDP_PACKET = 65535
-
-
-@dataclass(frozen=True, slots=True)
-class ListenAddress:
-    host: str
-    port: int
-
-    @property
-    def family(self) -> socket.AddressFamily:
-        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def split_host_port(text: str, default_port: int) -> tuple[str, int]:
-    """`1.2.3.4`, `1.2.3.4:53`, `[::1]:53`, `::1` -> (host, port); ValueError when malformed."""
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r}: expected [IPv6]:PORT")
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, ""
-    port = default_port
-    if port_text:
-        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-            raise ValueError(f"{text!r}: port {port_text!r} is not a number from 0 to 65535")
-        port = int(port_text)
-    return host, port
-
-
-def parse_listen(text: str) -> ListenAddress:
-    try:
-        host, port = split_host_port(text, 53)
-        address = ipaddress.ip_address(host)
-    except ValueError as exc:
-        raise ConfigError(
-            f"listen: {exc} (give ADDR:PORT, e.g. 127.0.0.1:53 or [::1]:53)"
-        ) from None
-    return ListenAddress(str(address), port)
 
 
 class DnsServer:

@@ -30,7 +30,8 @@ def test_the_http_stack_is_loaded_only_for_encrypted_upstreams() -> None:
     # dnspython's DoT/DoH side brings httpx: a sixth of a second on every command's start
     check = (
         "import sys; from aidns.cli.main import app; "
-        "from aidns.resolver.upstream.pool import Upstream, parse_upstream; "
+        "from aidns.resolver.endpoints import parse_upstream; "
+        "from aidns.resolver.upstream.pool import Upstream; "
         "Upstream(parse_upstream('192.0.2.1')); "
         "heavy = sorted(m for m in ('httpx2', 'dns.query', 'dns.asyncquery') if m in sys.modules); "
         "Upstream(parse_upstream('tls://192.0.2.1#dns.example')); "

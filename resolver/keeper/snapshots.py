@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aidns.resolver.errors import AidnsError, excerpt
-from aidns.resolver.rules.snapshot import SNAPSHOT_NAME, DomainMatcher, map_snapshot
+from aidns.resolver.rules.matcher import DomainMatcher
+from aidns.resolver.rules.snapshot import SNAPSHOT_NAME, map_snapshot
 
 log = logging.getLogger(__name__)
 

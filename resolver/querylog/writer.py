@@ -28,12 +28,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import dnslib
 
+from aidns.resolver.config import QueryLogConfig
 from aidns.resolver.memory import release_memory
 from aidns.resolver.query import Decision, ProcessInfo, Query
 
@@ -96,23 +96,6 @@ RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
 QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA"}
 QTYPES |= {33: "SRV", 35: "NAPTR", 43: "DS", 48: "DNSKEY", 64: "SVCB", 65: "HTTPS", 255: "ANY"}
 _RR_FIXED = struct.Struct("!HHIH")
-
-
-@dataclass(frozen=True, slots=True)
-class QueryLogConfig:
-    enabled: bool = True
-    days: float = 7.0
-    max_rows: int = 1_000_000
-    jsonl: str | None = None
-    window_entries: int = 20_000
-    batch_interval_s: float = 1.0
-    busy_timeout_s: float = 1.0
-
-    def describe(self) -> str:
-        if not self.enabled:
-            return "querylog: off"
-        mirror = f", JSON lines to {self.jsonl}" if self.jsonl else ""
-        return f"querylog: keep {self.days:g} days, at most {self.max_rows} rows{mirror}"
 
 
 def reversed_name(name: str) -> str:
@@ -203,10 +186,13 @@ def connect(path: Path, *, readonly: bool = False, timeout_s: float = 5.0) -> sq
     return connection
 
 
+DEFAULT_CONFIG = QueryLogConfig()
+
+
 class QueryLog:
     """Observer that records each finished query; call `start` before and `stop` after serving."""
 
-    def __init__(self, path: Path, config: QueryLogConfig = QueryLogConfig()) -> None:
+    def __init__(self, path: Path, config: QueryLogConfig = DEFAULT_CONFIG) -> None:
         self.path = path
         self.config = config
         self.dropped = 0

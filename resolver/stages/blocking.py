@@ -40,6 +40,6 @@ class BlockingStage:
         query.decision = decision
         if decision.action is not Action.BLOCKED:
             return False
-        query.response = self.block_response.answer(query)
+        query.response = self.block_response.reply_to(query)
         query.reusable_until = math.inf
         return True

@@ -23,9 +23,9 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ClassVar
 
+from aidns.resolver.config import CacheConfig
 from aidns.resolver.query import OPT, Action, Decision, Query, Rcode
 from aidns.resolver.replies import edns_record
 
@@ -33,25 +33,9 @@ _RR_FIXED = struct.Struct("!HHIH")
 _TTL = struct.Struct("!I")
 _COUNTS = struct.Struct("!HHHH")
 TYPE_SOA = 6
-MAX_TTL_S = 86400
 STALE_TTL_S = 30  # RFC 8767: the TTL of a stale answer, and how long before asking again
 PREFETCH_SHARE = 0.1  # of the TTL, at its end: a hit then asks the upstream again
 MIN_PREFETCH_TTL_S = 5  # shorter answers are left to expire
-
-
-@dataclass(frozen=True, slots=True)
-class CacheConfig:
-    size: int = 20000
-    max_ttl_s: int = MAX_TTL_S
-    min_ttl_s: int = 0
-    serve_stale_s: int = 86400
-
-    def describe(self) -> str:
-        stale = f"; stale up to {self.serve_stale_s} s" if self.serve_stale_s else ""
-        return (
-            f"cache: {self.size} entries, TTLs kept between {self.min_ttl_s} and "
-            f"{self.max_ttl_s} s{stale}"
-        )
 
 
 STALE = Decision(Action.CACHED, rule="stale: no upstream answered")
@@ -194,7 +178,8 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def answer(self, query: Query, now: float) -> bytes | None:
+    def recall(self, query: Query, now: float) -> bytes | None:
+        """The cached reply to `query`, TTLs counted down to `now`; None on a miss."""
         entry = self._entries.get(query.cache_key())
         if entry is None or entry.expires_at <= now:
             if entry is not None and entry.stale_until > now:  # the upstreams failed just now
@@ -274,7 +259,7 @@ class CachingStage:
         self.cache = cache
 
     def answer(self, query: Query) -> bool:
-        response = self.cache.answer(query, time.monotonic())
+        response = self.cache.recall(query, time.monotonic())
         if response is None:
             return False
         if query.decision is None:

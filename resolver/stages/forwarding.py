@@ -62,7 +62,7 @@ class ForwardingStage:
         leader = self._in_flight.get(key)
         if leader is not None:
             await asyncio.shield(leader)
-            cached = self.cache.answer(query, time.monotonic())
+            cached = self.cache.recall(query, time.monotonic())
             if cached is not None:
                 query.response = cached
                 if query.decision is None:

@@ -51,5 +51,5 @@ class ProcessRulesStage:
         query.decision = Decision(
             Action.BLOCKED, ("=" if rule.exact else "") + rule.name, "rules:surgical"
         )
-        query.response = self.block_response.answer(query)
+        query.response = self.block_response.reply_to(query)
         return True

@@ -9,10 +9,10 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from aidns.resolver.endpoints import ListenAddress
 from aidns.resolver.procinfo.lookup import user_name
 from aidns.resolver.procinfo.macos import parse_lsof_fields
 from aidns.resolver.resolvconf import read_text
-from aidns.resolver.server import ListenAddress
 from aidns.resolver.system.sysfiles import Machine
 
 TCP_LISTEN = 0x0A

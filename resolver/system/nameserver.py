@@ -12,7 +12,7 @@ import dns.exception
 import dns.message
 import dns.rcode
 
-from aidns.resolver.server import ListenAddress
+from aidns.resolver.endpoints import ListenAddress
 
 PROBE_TIMEOUT_S = 3.0
 

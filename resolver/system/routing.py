@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aidns.resolver.config import Settings
+from aidns.resolver.endpoints import ListenAddress
 from aidns.resolver.procinfo.lookup import ToolKind, default_catalogue
 from aidns.resolver.query import ProcessInfo
 from aidns.resolver.resolvconf import (
@@ -18,7 +19,6 @@ from aidns.resolver.resolvconf import (
     is_loopback,
     read_text,
 )
-from aidns.resolver.server import ListenAddress
 from aidns.resolver.system.checks import DIRECT_FIX, SETUP_FIX, Check, Status
 from aidns.resolver.system.holders import Holder, holders_of, socket_holders
 from aidns.resolver.system.macos import macos_default_servers

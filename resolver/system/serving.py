@@ -13,6 +13,7 @@ from pathlib import Path
 import dns.message
 
 from aidns.resolver.config import Settings
+from aidns.resolver.endpoints import UpstreamSpec
 from aidns.resolver.errors import AidnsError, UpstreamError
 from aidns.resolver.procinfo.lookup import user_name
 from aidns.resolver.querylog.writer import DB_NAME
@@ -23,7 +24,8 @@ from aidns.resolver.system.holders import Holder
 from aidns.resolver.system.nameserver import aidns_nameservers
 from aidns.resolver.system.routing import resolved_asks_aidns
 from aidns.resolver.system.sysfiles import Machine
-from aidns.resolver.upstream.pool import AddressFinder, Upstream, UpstreamPool, UpstreamSpec
+from aidns.resolver.upstream.bootstrap import AddressFinder
+from aidns.resolver.upstream.pool import Upstream, UpstreamPool
 
 CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2

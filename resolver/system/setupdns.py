@@ -20,6 +20,7 @@ from aidns.resolver.config import (
     load_settings,
     resolve_data_dir,
 )
+from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.errors import AidnsError, ConfigError
 from aidns.resolver.resolvconf import RESOLVED_STUBS
 from aidns.resolver.system.dnsmodes import (
@@ -38,7 +39,6 @@ from aidns.resolver.system.sysfiles import (
     replace_file,
     shell_line,
 )
-from aidns.resolver.upstream.pool import parse_upstream
 
 RECORD_NAME = "setup-dns.json"
 

@@ -1,1 +1,1 @@
-"""Upstream servers: specs, one exchange over UDP, TCP, TLS or HTTPS, kept connections, the pool."""
+"""Upstream servers: one exchange (UDP, TCP, TLS, HTTPS), kept connections, bootstrap, pool."""

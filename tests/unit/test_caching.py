@@ -5,8 +5,9 @@ import dns.message
 import dns.rcode
 import dns.rrset
 
+from aidns.resolver.config import CacheConfig
 from aidns.resolver.query import Action
-from aidns.resolver.stages.caching import AnswerCache, CacheConfig, CachingStage, parse_answer
+from aidns.resolver.stages.caching import AnswerCache, CachingStage, parse_answer
 
 from .helpers import make_query
 
@@ -41,13 +42,13 @@ def test_positive_answer_served_with_ttl_counted_down() -> None:
     )
     second = make_query("WWW.Example.", "A")
     entry_time = cache._entries[second.cache_key()].stored_at
-    response = cache.answer(second, entry_time + 10.5)
+    response = cache.recall(second, entry_time + 10.5)
     assert response is not None
     message = dns.message.from_wire(response)
     assert message.id == second.id
     assert str(message.question[0].name) == "WWW.Example."
     assert message.answer[0].ttl == 40  # the smallest TTL of the RRset, minus ten seconds
-    assert cache.answer(second, entry_time + 50.5) is None
+    assert cache.recall(second, entry_time + 50.5) is None
 
 
 def test_negative_answers_use_soa_minimum() -> None:
@@ -96,7 +97,7 @@ def test_cached_answer_carries_our_opt_not_the_upstreams() -> None:
     cache.store(with_edns, upstream_answer(with_edns.raw, "a.example. 60 A 192.0.2.1"))
     again = make_query("a.example.", dnssec=True)
     message = dns.message.from_wire(
-        cache.answer(again, cache._entries[again.cache_key()].stored_at) or b""
+        cache.recall(again, cache._entries[again.cache_key()].stored_at) or b""
     )
     assert message.edns == 0 and message.ednsflags & dns.flags.DO
     assert message.payload == 1232
@@ -108,7 +109,7 @@ def test_bounded_in_entries() -> None:
         query = make_query(f"n{i}.example.")
         cache.store(query, upstream_answer(query.raw, f"n{i}.example. 60 A 192.0.2.1"))
     assert len(cache) == 3
-    assert cache.answer(make_query("n0.example."), 0.0) is None
+    assert cache.recall(make_query("n0.example."), 0.0) is None
 
 
 def test_stage_marks_cached_but_keeps_a_watch_tag() -> None:
@@ -131,7 +132,7 @@ def test_an_expired_answer_is_served_stale_only_when_asked_to() -> None:
     cache = AnswerCache(CacheConfig())
     expired_at = stored(cache)
     query = make_query("www.example.")
-    assert cache.answer(query, expired_at + 5) is None  # expired: ask the upstream first
+    assert cache.recall(query, expired_at + 5) is None  # expired: ask the upstream first
     stale = cache.serve_stale(query, expired_at + 5)  # the upstream did not answer
     assert stale is not None
     message = dns.message.from_wire(stale)
@@ -146,10 +147,10 @@ def test_for_30_s_after_a_stale_answer_the_cache_answers_stale_itself() -> None:
     expired_at = stored(cache)
     assert cache.serve_stale(make_query("www.example."), expired_at + 1) is not None
     again = make_query("www.example.")
-    response = cache.answer(again, expired_at + 20)
+    response = cache.recall(again, expired_at + 20)
     assert response is not None and dns.message.from_wire(response).answer[0].ttl == 30
     assert again.decision is not None and again.decision.rule.startswith("stale")
-    assert cache.answer(make_query("www.example."), expired_at + 32) is None  # ask again
+    assert cache.recall(make_query("www.example."), expired_at + 32) is None  # ask again
     assert cache.stale_hits == 2
 
 
@@ -172,7 +173,7 @@ def test_cached_ttls_are_kept_within_the_configured_bounds() -> None:
         upstream_answer(query.raw, "www.example. 300 A 192.0.2.1", "www.example. 5 TXT hello"),
     )
     entry = cache._entries[query.cache_key()]
-    response = cache.answer(make_query("www.example."), entry.stored_at + 0.5)
+    response = cache.recall(make_query("www.example."), entry.stored_at + 0.5)
     assert response is not None
     assert [rrset.ttl for rrset in dns.message.from_wire(response).answer] == [60, 20]
 
@@ -182,15 +183,15 @@ def test_a_hit_in_the_last_tenth_of_the_ttl_asks_for_a_refresh_once() -> None:
     asked: list[str] = []
     cache.prefetch = lambda query: asked.append(query.name)
     expires_at = stored(cache, ttl=100)
-    assert cache.answer(make_query("www.example."), expires_at - 11) is not None
+    assert cache.recall(make_query("www.example."), expires_at - 11) is not None
     assert asked == []
-    assert cache.answer(make_query("www.example."), expires_at - 9) is not None
-    assert cache.answer(make_query("www.example."), expires_at - 5) is not None
+    assert cache.recall(make_query("www.example."), expires_at - 9) is not None
+    assert cache.recall(make_query("www.example."), expires_at - 5) is not None
     assert asked == ["www.example"] and cache.prefetches == 1
     refreshed_expires_at = stored(cache, ttl=100)  # the refreshed answer starts its own clock
-    assert cache.answer(make_query("www.example."), refreshed_expires_at - 50) is not None
+    assert cache.recall(make_query("www.example."), refreshed_expires_at - 50) is not None
     assert asked == ["www.example"]
-    assert cache.answer(make_query("www.example."), refreshed_expires_at - 5) is not None
+    assert cache.recall(make_query("www.example."), refreshed_expires_at - 5) is not None
     assert asked == ["www.example"] * 2
 
 
@@ -199,9 +200,9 @@ def test_short_ttls_are_left_to_expire_and_the_last_second_counts() -> None:
     asked: list[str] = []
     cache.prefetch = lambda query: asked.append(query.name)
     short = stored(cache, "short.example.", ttl=4)
-    assert cache.answer(make_query("short.example."), short - 0.5) is not None
+    assert cache.recall(make_query("short.example."), short - 0.5) is not None
     ten = stored(cache, "ten.example.", ttl=10)
-    assert cache.answer(make_query("ten.example."), ten - 0.9) is not None  # 1 s, not 10%
+    assert cache.recall(make_query("ten.example."), ten - 0.9) is not None  # 1 s, not 10%
     assert asked == ["ten.example"]
 
 
@@ -211,5 +212,5 @@ def test_an_answer_not_yet_expired_is_never_served_as_stale() -> None:
     assert (
         cache.serve_stale(make_query("www.example."), expires_at - 10) is None
     )  # a refresh failed
-    assert cache.answer(make_query("www.example."), expires_at + 1) is None  # so: ask upstream
+    assert cache.recall(make_query("www.example."), expires_at + 1) is None  # so: ask upstream
     assert cache.stale_hits == 0

@@ -11,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from aidns.cli.main import app
+from aidns.resolver.config import QueryLogConfig
 from aidns.resolver.query import Action, Decision, ProcessInfo
-from aidns.resolver.querylog.writer import DB_NAME, QueryLog, QueryLogConfig
+from aidns.resolver.querylog.writer import DB_NAME, QueryLog
 from aidns.resolver.replies import BlockResponse
 
 from .helpers import make_query
@@ -26,7 +27,7 @@ def record(querylog: QueryLog, name: str, process: ProcessInfo | None, action: A
     query = make_query(name)
     query.process = process
     query.decision = Decision(action, name if action is Action.BLOCKED else "", "lists")
-    query.response = BlockResponse().answer(query)
+    query.response = BlockResponse().reply_to(query)
     querylog(query)
 
 

@@ -11,8 +11,8 @@ from aidns.resolver.config import (
     load_settings,
     remember_upstreams,
 )
+from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.upstream.pool import parse_upstream
 
 
 def settings_for(

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from aidns.cli.main import app
 from aidns.resolver.config import Settings, load_settings
-from aidns.resolver.server import ListenAddress
+from aidns.resolver.endpoints import ListenAddress
 from aidns.resolver.system.checks import Check, Status, healthy
 from aidns.resolver.system.doctor import run_doctor
 from aidns.resolver.system.holders import Holder, macos_holders, socket_holders

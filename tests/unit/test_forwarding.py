@@ -7,10 +7,12 @@ import time
 
 import dns.message
 
+from aidns.resolver.config import CacheConfig
+from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.query import Query, Transport
-from aidns.resolver.stages.caching import AnswerCache, CacheConfig
+from aidns.resolver.stages.caching import AnswerCache
 from aidns.resolver.stages.forwarding import ForwardingStage
-from aidns.resolver.upstream.pool import UpstreamPool, parse_upstream
+from aidns.resolver.upstream.pool import UpstreamPool
 
 from ..helpers.dnsserver import Behaviour, FakeNameserver
 from .helpers import make_wire
@@ -38,13 +40,13 @@ def test_a_name_in_use_is_refreshed_in_the_background_before_it_expires() -> Non
             old = cache._entries[first.cache_key()]
             server.address = "192.0.2.99"  # what the refresh will bring
             # asked in the last tenth of the TTL: answered from the cache at once...
-            response = cache.answer(udp_query("busy.test"), old.expires_at - 5)
+            response = cache.recall(udp_query("busy.test"), old.expires_at - 5)
             assert response is not None
             assert dns.message.from_wire(response).answer[0][0].address == "192.0.2.1"
             # ...and asked upstream again meanwhile, without a client waiting
             await until(lambda: cache._entries[first.cache_key()] is not old)
             assert server.queries_for("busy.test") == 2
-            fresh = cache.answer(udp_query("busy.test"), time.monotonic())
+            fresh = cache.recall(udp_query("busy.test"), time.monotonic())
             assert fresh is not None
             assert dns.message.from_wire(fresh).answer[0][0].address == "192.0.2.99"
         finally:
@@ -65,11 +67,11 @@ def test_a_refresh_that_fails_leaves_the_answer_until_it_expires() -> None:
             await forwarding.resolve(first)
             old = cache._entries[first.cache_key()]
             server.behaviours["flaky.test"] = Behaviour.SERVFAIL
-            assert cache.answer(udp_query("flaky.test"), old.expires_at - 5) is not None
+            assert cache.recall(udp_query("flaky.test"), old.expires_at - 5) is not None
             await until(lambda: server.queries_for("flaky.test") == 2)
             await asyncio.sleep(0.05)
             assert cache._entries[first.cache_key()] is old  # a SERVFAIL is never cached
-            assert cache.answer(udp_query("flaky.test"), old.expires_at - 1) is not None
+            assert cache.recall(udp_query("flaky.test"), old.expires_at - 1) is not None
         finally:
             await forwarding.aclose()
             await pool.aclose()

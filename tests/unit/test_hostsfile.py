@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from aidns.cli.main import app
-from aidns.resolver.config import load_settings
+from aidns.resolver.config import QueryLogConfig, load_settings
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.query import Action, Decision, ProcessInfo
-from aidns.resolver.querylog.writer import DB_NAME, QueryLog, QueryLogConfig
+from aidns.resolver.querylog.writer import DB_NAME, QueryLog
 from aidns.resolver.replies import BlockResponse
 from aidns.resolver.system.hostsfile import (
     BEGIN,
@@ -210,7 +210,7 @@ def _record(querylog: QueryLog, name: str) -> None:
     query = make_query(name)
     query.process = ProcessInfo(pid=100, name="ollama", uid=1000)
     query.decision = Decision(Action.FORWARDED, "", "")
-    query.response = BlockResponse().answer(query)
+    query.response = BlockResponse().reply_to(query)
     querylog(query)
 
 

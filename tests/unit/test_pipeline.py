@@ -6,6 +6,8 @@ import math
 import time
 from typing import Any, ClassVar
 
+from aidns.resolver.config import CacheConfig
+from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.pipeline import Pipeline, default_stages
 from aidns.resolver.procinfo.lookup import NullProcessLookup
 from aidns.resolver.query import Action, Query, Transport
@@ -15,9 +17,9 @@ from aidns.resolver.rules.matcher import DomainMatcher
 from aidns.resolver.stages.access import AccessStage
 from aidns.resolver.stages.attribution import AttributionStage
 from aidns.resolver.stages.blocking import BlockingStage
-from aidns.resolver.stages.caching import AnswerCache, CacheConfig, CachingStage
+from aidns.resolver.stages.caching import AnswerCache, CachingStage
 from aidns.resolver.stages.forwarding import ForwardingStage
-from aidns.resolver.upstream.pool import UpstreamPool, parse_upstream
+from aidns.resolver.upstream.pool import UpstreamPool
 
 from .helpers import make_wire
 

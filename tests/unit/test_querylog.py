@@ -12,11 +12,11 @@ import dns.message
 import dns.rrset
 import pytest
 
+from aidns.resolver.config import QueryLogConfig
 from aidns.resolver.query import Action, Decision, ProcessInfo, Query
 from aidns.resolver.querylog.writer import (
     ROWS_AT_ONCE,
     QueryLog,
-    QueryLogConfig,
     reversed_name,
     subtree_range,
     summarize,
@@ -31,7 +31,7 @@ FAST = QueryLogConfig(batch_interval_s=0.05, busy_timeout_s=0.2)
 def answered(name: str, action: Action = Action.BLOCKED, pid: int | None = 4242) -> Query:
     query = make_query(name)
     query.decision = Decision(action, name, "test")
-    query.response = BlockResponse().answer(query)
+    query.response = BlockResponse().reply_to(query)
     if pid is not None:
         query.process = ProcessInfo(
             pid=pid, name="ollama", exe="/usr/bin/ollama", uid=1000, tool="ollama"
@@ -226,8 +226,8 @@ def test_unwritable_directory_is_not_fatal(tmp_path: Path) -> None:
 
 def test_summaries() -> None:
     query = make_query("x.example", "AAAA")
-    assert summarize(BlockResponse().answer(query), query.question_end) == ("NOERROR", "::")
-    nx = BlockResponse(mode="nxdomain").answer(query)
+    assert summarize(BlockResponse().reply_to(query), query.question_end) == ("NOERROR", "::")
+    nx = BlockResponse(mode="nxdomain").reply_to(query)
     assert summarize(nx, query.question_end) == ("NXDOMAIN", "")
     request = dns.message.from_wire(query.raw)
     response = dns.message.make_response(request)
@@ -240,7 +240,7 @@ def test_summaries() -> None:
         "NOERROR",
         "CNAME edge.example.net. 2001:db8::7",
     )
-    claims_two = bytearray(BlockResponse().answer(query))
+    claims_two = bytearray(BlockResponse().reply_to(query))
     claims_two[7] = 2  # ANCOUNT says two records, one follows
     assert summarize(bytes(claims_two), query.question_end) == ("NOERROR", "(malformed)")
 

@@ -30,7 +30,7 @@ def answer_of(response: bytes) -> dns.message.Message:
 )
 def test_block_response(mode: str, rdtype: str, rcode: int, address: str | None) -> None:
     query = make_query("Telemetry.Example", rdtype)
-    message = answer_of(BlockResponse.parse(mode, ttl_s=30).answer(query))
+    message = answer_of(BlockResponse.parse(mode, ttl_s=30).reply_to(query))
     assert message.id == query.id
     assert message.rcode() == rcode
     assert str(message.question[0].name) == "Telemetry.Example."
@@ -44,9 +44,9 @@ def test_block_response(mode: str, rdtype: str, rcode: int, address: str | None)
 
 
 def test_block_response_mirrors_edns_and_do() -> None:
-    message = answer_of(BlockResponse().answer(make_query("t.example", dnssec=True)))
+    message = answer_of(BlockResponse().reply_to(make_query("t.example", dnssec=True)))
     assert message.edns == 0 and message.ednsflags & dns.flags.DO
-    assert answer_of(BlockResponse().answer(make_query("t.example"))).edns == -1
+    assert answer_of(BlockResponse().reply_to(make_query("t.example"))).edns == -1
 
 
 @pytest.mark.parametrize("text", ["bogus", "1.2.3.4,5.6.7.8", "1.2.3", ""])

@@ -18,8 +18,9 @@ import dns.message
 import dns.rcode
 import pytest
 
+from aidns.resolver.endpoints import Scheme, parse_upstream
 from aidns.resolver.errors import ConfigError, UpstreamError
-from aidns.resolver.upstream.pool import Scheme, Upstream, UpstreamPool, parse_upstream
+from aidns.resolver.upstream.pool import Upstream, UpstreamPool
 
 from ..helpers import dnsmasq
 from ..helpers.certs import CertFiles, make_cert
