@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import socket
-import struct
 import sys
 import tempfile
 import time
@@ -20,8 +18,9 @@ import dns.message
 from aidns.resolver.app import build_rules
 from aidns.resolver.config import Settings, load_settings
 from aidns.resolver.errors import AidnsError, UpstreamError
-from aidns.resolver.procinfo.lookup import ToolKind, default_catalogue, user_name
-from aidns.resolver.procinfo.macos import parse_lsof_fields
+from aidns.resolver.procinfo.common import proc_net_address, user_name
+from aidns.resolver.procinfo.lsof import parse_lsof_fields
+from aidns.resolver.procinfo.tools import ToolKind, default_tools
 from aidns.resolver.query import ProcessInfo
 from aidns.resolver.querylog.writer import DB_NAME
 from aidns.resolver.server import ListenAddress
@@ -85,15 +84,6 @@ class Holder:
         return f"{'aidns' if self.is_aidns else self.name} (pid {self.pid})"
 
 
-def _hex_address(text: str) -> tuple[str, int]:
-    address, port = text.split(":")
-    raw = bytes.fromhex(address)
-    words = struct.unpack(f"={len(raw) // 4}I", raw)
-    packed = struct.pack(f">{len(words)}I", *words)
-    family = socket.AF_INET6 if len(packed) == 16 else socket.AF_INET
-    return socket.inet_ntop(family, packed), int(port, 16)
-
-
 def _covers(bound: str, wanted: str) -> bool:
     """Whether a socket bound to `bound` receives packets sent to `wanted`."""
     a, b = ipaddress.ip_address(bound), ipaddress.ip_address(wanted)
@@ -117,7 +107,8 @@ def socket_holders(address: ListenAddress, proc_root: Path = Path("/proc")) -> l
         for row in rows:
             fields = row.split()
             try:
-                host, port = _hex_address(fields[1])
+                packed, port = proc_net_address(fields[1])
+                host = str(ipaddress.ip_address(packed))
                 state, uid, inode = int(fields[3], 16), int(fields[7]), int(fields[9])
             except (IndexError, ValueError):
                 continue
@@ -125,7 +116,7 @@ def socket_holders(address: ListenAddress, proc_root: Path = Path("/proc")) -> l
                 continue
             if table.startswith("tcp") and state != TCP_LISTEN:
                 continue
-            if table.startswith("udp") and _hex_address(fields[2])[1] != 0:
+            if table.startswith("udp") and proc_net_address(fields[2])[1] != 0:
                 continue  # a connected client socket that happens to use the port
             inodes[inode] = (table.rstrip("6"), uid)
     owners = _owners(set(inodes), proc_root)
@@ -413,7 +404,7 @@ def check_relay(settings: Settings, machine: Machine, proc_root: Path) -> list[C
     first = found[0] if found else ""
     if first and not _is_aidns(first, servers) and _is_loopback(first):
         holders = socket_holders(ListenAddress(first, 53), proc_root)
-        catalogue = default_catalogue()
+        catalogue = default_tools()
         for holder in holders:
             info = ProcessInfo(holder.pid, holder.name, cmdline=holder.cmdline)
             tool = catalogue.match(info)
