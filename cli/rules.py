@@ -29,7 +29,7 @@ from aidns.resolver.datafiles import (
 from aidns.resolver.errors import AidnsError, ConfigError
 from aidns.resolver.query import Action
 from aidns.resolver.querylog.reader import QueryLogReader, parse_time
-from aidns.resolver.querylog.writer import DB_NAME
+from aidns.resolver.querylog.schema import DB_NAME
 from aidns.resolver.rules.user import (
     RULES_NAME,
     Change,

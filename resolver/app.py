@@ -21,7 +21,8 @@ from aidns.resolver.pipeline import Observer, Pipeline, default_stages
 from aidns.resolver.procinfo.common import NullProcessLookup
 from aidns.resolver.procinfo.lookup import default_lookup
 from aidns.resolver.procinfo.tools import TOOLS_FILE, default_tools
-from aidns.resolver.querylog.writer import DB_NAME, QueryLog
+from aidns.resolver.querylog.schema import DB_NAME
+from aidns.resolver.querylog.writer import QueryLog
 from aidns.resolver.rules.catalogue import apply_list_choices
 from aidns.resolver.rules.lists import (
     DomainList,

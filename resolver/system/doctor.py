@@ -21,8 +21,8 @@ from aidns.resolver.errors import AidnsError, UpstreamError
 from aidns.resolver.procinfo.common import proc_net_address, user_name
 from aidns.resolver.procinfo.lsof import parse_lsof_fields
 from aidns.resolver.procinfo.tools import ToolKind, default_tools
-from aidns.resolver.query import ProcessInfo
-from aidns.resolver.querylog.writer import DB_NAME
+from aidns.resolver.query import ProcessInfo, rcode_name
+from aidns.resolver.querylog.schema import DB_NAME
 from aidns.resolver.server import ListenAddress
 from aidns.resolver.system.setupdns import (
     RESOLV_CONF,
@@ -40,7 +40,6 @@ CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2
 CAP_SYS_PTRACE = 19
 TCP_LISTEN = 0x0A
-RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 SETUP_FIX = "sudo aidns setup-dns (or, without a server, sudo aidns hosts apply)"
 DIRECT_FIX = "sudo aidns setup-dns --mode systemd-resolved --direct (see the README)"
 
@@ -487,7 +486,7 @@ async def _ask(
     finally:
         await upstream.aclose()
     elapsed_ms = (time.monotonic() - started) * 1000
-    rcode = RCODES.get(response[3] & 0x0F, str(response[3] & 0x0F))
+    rcode = rcode_name(response[3] & 0x0F)
     if rcode in ("SERVFAIL", "REFUSED"):
         return Check(
             Status.WARN,

@@ -16,7 +16,8 @@ from aidns.cli.main import app
 from aidns.resolver.config import load_settings
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.query import Action, Decision, ProcessInfo
-from aidns.resolver.querylog.writer import DB_NAME, QueryLog, QueryLogConfig
+from aidns.resolver.querylog.schema import DB_NAME
+from aidns.resolver.querylog.writer import QueryLog, QueryLogConfig
 from aidns.resolver.replies import BlockResponse
 from aidns.resolver.system.hostsfile import (
     BEGIN,

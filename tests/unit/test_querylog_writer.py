@@ -13,14 +13,7 @@ import dns.rrset
 import pytest
 
 from aidns.resolver.query import Action, Decision, ProcessInfo, Query
-from aidns.resolver.querylog.writer import (
-    ROWS_AT_ONCE,
-    QueryLog,
-    QueryLogConfig,
-    reversed_name,
-    subtree_range,
-    summarize,
-)
+from aidns.resolver.querylog.writer import ROWS_AT_ONCE, QueryLog, QueryLogConfig, summarize
 from aidns.resolver.replies import BlockResponse
 
 from .helpers import make_query
@@ -243,15 +236,6 @@ def test_summaries() -> None:
     claims_two = bytearray(BlockResponse().answer(query))
     claims_two[7] = 2  # ANCOUNT says two records, one follows
     assert summarize(bytes(claims_two), query.question_end) == ("NOERROR", "(malformed)")
-
-
-def test_reversed_names_make_subtrees_ranges() -> None:
-    exact, low, high = subtree_range("Sentry.IO.")
-    assert exact == "io.sentry"
-    for inside in ("o1.ingest.sentry.io", "a.sentry.io"):
-        assert low <= reversed_name(inside) < high
-    for outside in ("notsentry.io", "sentry.iot", "io"):
-        assert not low <= reversed_name(outside) < high
 
 
 def test_full_disk_drops_then_recovers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
