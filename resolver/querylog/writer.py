@@ -125,6 +125,7 @@ class QueryLog:
         self.config = config
         self.dropped = 0
         self.written = 0
+        self.ready = threading.Event()  # set once the writer has opened the log, or tried to
         self._window: dict[tuple[Any, ...], list[Any]] = {}
         self._wake = threading.Event()
         self._stopping = False
@@ -188,6 +189,7 @@ class QueryLog:
     def _run(self) -> None:
         if self.config.enabled:
             self._open()  # so the commands find a log from the start
+        self.ready.set()
         while True:
             self._wake.wait(self.config.batch_interval_s)
             self._wake.clear()

@@ -156,7 +156,8 @@ def test_a_big_window_is_written_whole_in_chunks_and_mirrored_even_when_the_db_f
         directory / "q.db", QueryLogConfig(batch_interval_s=60, jsonl=str(directory / "m.jsonl"))
     )
     querylog.start()
-    wait_for(lambda: (directory / "q.db").exists())
+    assert querylog.ready.wait(5)  # the schema is in place and the writer is idle
+    assert (directory / "q.db").exists()
     holder = sqlite3.connect(directory / "q.db", timeout=0)
     holder.execute("BEGIN EXCLUSIVE")  # the writer cannot get in
     try:
