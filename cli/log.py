@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -12,8 +13,9 @@ import typer
 from aidns.cli.options import ConfigOption, DataDirOption
 from aidns.cli.table import render, when
 from aidns.resolver.config import resolve_data_dir
-from aidns.resolver.querylog.reader import LogFilter, QueryLogReader, parse_time
-from aidns.resolver.querylog.writer import COLUMNS, DB_NAME
+from aidns.resolver.querylog import reader as querylog
+from aidns.resolver.querylog.reader import LogFilter, parse_time
+from aidns.resolver.querylog.schema import COLUMNS
 
 SinceOption = Annotated[
     str | None, typer.Option(help="Only since then: 30m, 2h, 1d, or a date/time.")
@@ -29,10 +31,6 @@ LOG_COLUMNS = [
     ("list", "list"),
     ("answer", "answer"),
 ]
-
-
-def _open(config: Any, data_dir: Any) -> QueryLogReader:
-    return QueryLogReader(resolve_data_dir(config, data_dir) / DB_NAME)
 
 
 def _verdict_colour(row: dict[str, Any]) -> str | None:
@@ -80,10 +78,12 @@ def log(
         since=parse_time(since, option="--since") if since else None,
         until=parse_time(until, option="--until") if until else None,
     )
-    reader = _open(config, data_dir)
-    rows = reader.search(log_filter, limit)
-    if follow:
-        rows.reverse()  # like tail -f: oldest at the top, new rows appended below
+    data = resolve_data_dir(config, data_dir)
+    newer: Iterator[dict[str, Any]] = iter(())
+    if follow:  # like tail -f: oldest at the top, new rows appended below
+        rows, newer = querylog.follow(data, log_filter, limit)
+    else:
+        rows = querylog.search(data, log_filter, limit)
     fields = ["id", *COLUMNS]
     writer = csv.DictWriter(sys.stdout, fields, extrasaction="ignore") if as_csv else None
     if writer is not None:
@@ -101,12 +101,11 @@ def log(
             typer.echo(table if header else "\n".join(table.splitlines()[1:]))
 
     emit(rows, header=True)
-    if follow:
-        try:
-            for row in reader.follow(log_filter):
-                emit([row], header=False)
-        except KeyboardInterrupt:
-            pass
+    try:
+        for row in newer:
+            emit([row], header=False)
+    except KeyboardInterrupt:
+        pass
 
 
 def who(
@@ -117,8 +116,9 @@ def who(
     data_dir: DataDirOption = None,
 ) -> None:
     """Which programs looked NAME up: process, tool, executable, count, first and last seen."""
-    reader = _open(config, data_dir)
-    rows = reader.who(name, parse_time(since, option="--since") if since else None)
+    data = resolve_data_dir(config, data_dir)
+    after = parse_time(since, option="--since") if since else None
+    rows = querylog.who(data, name, after)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -159,8 +159,9 @@ def top(
     data_dir: DataDirOption = None,
 ) -> None:
     """The busiest names, processes or tools, or the most blocked names."""
-    reader = _open(config, data_dir)
-    rows = reader.top(by, parse_time(since, option="--since") if since else None, limit)
+    data = resolve_data_dir(config, data_dir)
+    after = parse_time(since, option="--since") if since else None
+    rows = querylog.top(data, by, after, limit)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -17,13 +17,11 @@ from aidns.resolver.config import Settings, default_upstreams, remember_upstream
 from aidns.resolver.datafiles import PAUSE_NAME, read_pause, write_status
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.pipeline import Observer, Pipeline, default_stages
-from aidns.resolver.procinfo.lookup import (
-    CATALOGUE_FILE,
-    NullProcessLookup,
-    default_catalogue,
-    default_lookup,
-)
-from aidns.resolver.querylog.writer import DB_NAME, QueryLog
+from aidns.resolver.procinfo.common import NullProcessLookup
+from aidns.resolver.procinfo.lookup import default_lookup
+from aidns.resolver.procinfo.tools import TOOLS_FILE, default_tools
+from aidns.resolver.querylog.schema import DB_NAME
+from aidns.resolver.querylog.writer import QueryLog
 from aidns.resolver.rules.reload import Reloader
 from aidns.resolver.rules.ruleset import build_rule_set
 from aidns.resolver.rules.user import RULES_NAME
@@ -63,10 +61,10 @@ class Resolver:
             self.rules.process_rules, self.rules.matcher, settings.block_response
         )
         lookup = default_lookup() if settings.attribution else NullProcessLookup()
-        tools = settings.data_dir / "lists" / CATALOGUE_FILE
+        tools = settings.data_dir / "lists" / TOOLS_FILE
         self.attribution = AttributionStage(
             lookup,
-            default_catalogue([tools] if tools.exists() else []),
+            default_tools([tools] if tools.exists() else []),
             budget_s=settings.attribution_budget_s,
         )
         self.forwarding = ForwardingStage(self.pool, self.cache)

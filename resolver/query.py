@@ -43,6 +43,14 @@ class Rcode(int, Enum):
     REFUSED = 5
 
 
+_RCODE_NAMES = {rcode.value: rcode.name for rcode in Rcode}
+
+
+def rcode_name(number: int) -> str:
+    """`NXDOMAIN` for 3: the name of an rcode, or the number itself when it has none here."""
+    return _RCODE_NAMES.get(number) or str(number)
+
+
 class Decision(NamedTuple):
     """Why a query was answered the way it was: the verdict, the rule and the list."""
 
@@ -205,6 +213,20 @@ def _read_question_name(raw: bytes) -> tuple[bytes, int]:
     if pos + 4 > end:
         raise MalformedQuery("question runs past the packet", Rcode.FORMERR)
     return b".".join(labels).lower(), pos + 4
+
+
+def skip_name(data: bytes, pos: int) -> int:
+    """The offset after the name at `pos`, which may end in a compression pointer; ValueError
+    for a label that is neither a length nor a pointer, IndexError when it runs off the end."""
+    while True:
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length & 0xC0 == 0xC0:
+            return pos + 2
+        if length > 63:
+            raise ValueError("bad label")
+        pos += 1 + length
 
 
 def _read_edns(raw: bytes, pos: int) -> tuple[int | None, int]:

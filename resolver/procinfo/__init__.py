@@ -1,1 +1,1 @@
-"""Which program sent a query: the lookup contract, Linux and macOS, and the AI-tool catalogue."""
+"""Which program sent a query: the lookup contract, Linux and macOS, and the known AI tools."""

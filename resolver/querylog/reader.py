@@ -1,4 +1,7 @@
-"""Reading the query log: filters, `who asked`, and top lists, for the log/who/top commands."""
+"""Reading the query log: search, follow, `who asked` and top lists, for the CLI and the API.
+
+Nothing here prints: each function returns rows as dicts of the `queries` columns.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,14 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.querylog.writer import subtree_range
+from aidns.resolver.querylog.schema import DB_NAME, connect, subtree_range
 
 VERDICTS = ("blocked", "allowed", "watched", "forwarded", "cached", "refused", "error")
 TOP_KINDS = ("domain", "process", "tool", "blocked")
@@ -88,8 +92,7 @@ class QueryLogReader:
                 "(check --data-dir)"
             )
         try:
-            self.connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-            self.connection.row_factory = sqlite3.Row
+            self.connection = connect(path, readonly=True)
             self.connection.execute("SELECT 1 FROM queries LIMIT 1")
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot read the query log: {exc}", source=str(path)) from None
@@ -158,3 +161,45 @@ class QueryLogReader:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def search(data_dir: Path, log_filter: LogFilter, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest `limit` queries that pass `log_filter`, newest first."""
+    with closing(QueryLogReader(data_dir / DB_NAME)) as reader:
+        return reader.search(log_filter, limit)
+
+
+def follow(
+    data_dir: Path, log_filter: LogFilter, limit: int = 50, poll_s: float = 0.5
+) -> tuple[list[dict[str, Any]], Iterator[dict[str, Any]]]:
+    """Like tail -f: the newest `limit` queries oldest first, then every query written after
+    the first look at the iterator, as it comes; the iterator looks every `poll_s` forever."""
+    reader = QueryLogReader(data_dir / DB_NAME)
+    try:
+        rows = reader.search(log_filter, limit)
+    except BaseException:
+        reader.close()
+        raise
+    rows.reverse()
+    return rows, _then_close(reader, reader.follow(log_filter, poll_s))
+
+
+def _then_close(reader: QueryLogReader, rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    try:
+        yield from rows
+    finally:
+        reader.close()
+
+
+def who(data_dir: Path, name: str, since: float | None = None) -> list[dict[str, Any]]:
+    """The processes that looked `name` or a name below it up, busiest first."""
+    with closing(QueryLogReader(data_dir / DB_NAME)) as reader:
+        return reader.who(name, since)
+
+
+def top(
+    data_dir: Path, by: str, since: float | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The busiest names, processes or tools (`by`), or the most blocked names."""
+    with closing(QueryLogReader(data_dir / DB_NAME)) as reader:
+        return reader.top(by, since, limit)

@@ -35,88 +35,18 @@ import dnslib
 
 from aidns.resolver.config import QueryLogConfig
 from aidns.resolver.memory import release_memory
-from aidns.resolver.query import Decision, ProcessInfo, Query
+from aidns.resolver.query import Decision, ProcessInfo, Query, rcode_name, skip_name
+from aidns.resolver.querylog.schema import COLUMNS, INSERT_ROW, connect, reversed_name
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "queries.db"
 ROWS_AT_ONCE = 2000
 RELEASE_AFTER_ROWS = 5000  # a batch this big leaves megabytes the heap would otherwise keep
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS queries (
-    id INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
-    count INTEGER NOT NULL DEFAULT 1,
-    client TEXT,
-    client_port INTEGER,
-    protocol TEXT,
-    pid INTEGER,
-    process TEXT,
-    exe TEXT,
-    cmdline TEXT,
-    tool TEXT,
-    uid INTEGER,
-    user TEXT,
-    name TEXT NOT NULL,
-    qtype TEXT,
-    verdict TEXT NOT NULL,
-    rule TEXT,
-    list TEXT,
-    rcode TEXT,
-    answer TEXT,
-    upstream TEXT,
-    latency_ms REAL,
-    note TEXT,
-    relay INTEGER,
-    rname TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS queries_ts ON queries(ts);
-CREATE INDEX IF NOT EXISTS queries_rname ON queries(rname, ts);
-"""
-COLUMNS = (
-    *(
-        "ts",
-        "count",
-        "client",
-        "client_port",
-        "protocol",
-        "pid",
-        "process",
-        "exe",
-        "cmdline",
-        "tool",
-    ),
-    *("uid", "user", "name", "qtype", "verdict", "rule", "list", "rcode", "answer", "upstream"),
-    *("latency_ms", "note", "relay"),
-)
-_INSERT = "INSERT INTO queries ({}, rname) VALUES ({})".format(
-    ", ".join(COLUMNS), ", ".join("?" * (len(COLUMNS) + 1))
-)
-RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
 QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA"}
 QTYPES |= {33: "SRV", 35: "NAPTR", 43: "DS", 48: "DNSKEY", 64: "SVCB", 65: "HTTPS", 255: "ANY"}
 _RR_FIXED = struct.Struct("!HHIH")
 
 
-def reversed_name(name: str) -> str:
-    """`o1.ingest.sentry.io` -> `io.sentry.ingest.o1`, so a subtree is a range of the index."""
-    return ".".join(reversed(name.split(".")))
-
-
-def subtree_range(name: str) -> tuple[str, str, str]:
-    """(exact, low, high) reversed-name bounds covering `name` and every name below it."""
-    exact = reversed_name(name.strip().rstrip(".").lower())
-    return exact, exact + ".", exact + "/"  # "/" sorts right after "."
-
-
-def _skip_name(data: bytes, pos: int) -> int:
-    while True:
-        length = data[pos]
-        if length == 0:
-            return pos + 1
-        if length >= 0xC0:
-            return pos + 2
-        pos += 1 + length
 
 
 def summarize(response: bytes, question_end: int) -> tuple[str, str]:
@@ -124,14 +54,13 @@ def summarize(response: bytes, question_end: int) -> tuple[str, str]:
     else (CNAME chains, MX, TXT, ...) is rendered by dnslib."""
     if len(response) < 12:
         return "", ""
-    rcode_number = response[3] & 0xF
-    rcode = RCODES[rcode_number] if rcode_number < len(RCODES) else str(rcode_number)
+    rcode = rcode_name(response[3] & 0xF)
     count = response[6] << 8 | response[7]
     addresses: list[str] = []
     pos = question_end
     try:
         for _ in range(count):
-            pos = _skip_name(response, pos)
+            pos = skip_name(response, pos)
             rtype, _rclass, _ttl, rdlength = _RR_FIXED.unpack_from(response, pos)
             rdata = response[pos + 10 : pos + 10 + rdlength]
             pos += 10 + rdlength
@@ -141,7 +70,7 @@ def summarize(response: bytes, question_end: int) -> tuple[str, str]:
                 addresses.append(str(ipaddress.IPv6Address(rdata)))
             else:
                 return rcode, _summarize_with_dnslib(response)
-    except (IndexError, struct.error):
+    except (IndexError, ValueError, struct.error):
         return rcode, "(malformed)"
     return rcode, " ".join(addresses)
 
@@ -173,19 +102,6 @@ def _decision_fields(decision: Decision | None) -> tuple[Any, ...]:
     return (str(decision.action), decision.rule or None, decision.list_name or None)
 
 
-def connect(path: Path, *, readonly: bool = False, timeout_s: float = 5.0) -> sqlite3.Connection:
-    """A connection with the schema in place (read-write) or a read-only one for the commands."""
-    if readonly:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout_s)
-        connection.row_factory = sqlite3.Row
-        return connection
-    connection = sqlite3.connect(path, timeout=timeout_s, check_same_thread=False)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.executescript(SCHEMA)
-    return connection
-
-
 DEFAULT_CONFIG = QueryLogConfig()
 
 
@@ -197,6 +113,7 @@ class QueryLog:
         self.config = config
         self.dropped = 0
         self.written = 0
+        self.ready = threading.Event()  # set once the writer has opened the log, or tried to
         self._window: dict[tuple[Any, ...], list[Any]] = {}
         self._wake = threading.Event()
         self._stopping = False
@@ -260,6 +177,7 @@ class QueryLog:
     def _run(self) -> None:
         if self.config.enabled:
             self._open()  # so the commands find a log from the start
+        self.ready.set()
         while True:
             self._wake.wait(self.config.batch_interval_s)
             self._wake.clear()
@@ -310,7 +228,7 @@ class QueryLog:
         try:
             with connection:
                 for rows in chunks:
-                    connection.executemany(_INSERT, rows)
+                    connection.executemany(INSERT_ROW, rows)
         except sqlite3.Error as exc:
             self.dropped += count
             self._fail(exc)

@@ -26,7 +26,7 @@ from aidns.resolver.datafiles import (
 from aidns.resolver.errors import AidnsError, ConfigError
 from aidns.resolver.query import Action, Decision
 from aidns.resolver.querylog.reader import QueryLogReader, parse_time
-from aidns.resolver.querylog.writer import DB_NAME
+from aidns.resolver.querylog.schema import DB_NAME
 from aidns.resolver.rules.ruleset import build_rule_set
 from aidns.resolver.rules.user import (
     RULES_NAME,

@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
-from aidns.resolver.procinfo.lookup import ProcessLookup, ToolCatalogue
+from aidns.resolver.procinfo.common import ProcessLookup
+from aidns.resolver.procinfo.tools import KnownTools
 from aidns.resolver.query import ProcessInfo, Query, Transport
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,12 @@ class AttributionStage:
     def __init__(
         self,
         lookup: ProcessLookup,
-        catalogue: ToolCatalogue | None = None,
+        tools: KnownTools | None = None,
         budget_s: float = 0.002,
         reuse_s: float = 1.0,
     ) -> None:
         self.lookup = lookup
-        self.catalogue = catalogue
+        self.tools = tools
         self.budget_s = budget_s
         self.reuse_s = reuse_s
         self._udp: dict[tuple[object, ...], tuple[float, ProcessInfo | None]] = {}
@@ -69,8 +70,8 @@ class AttributionStage:
             if self.failures <= 3:
                 log.exception("finding the process of %s failed; logged as unknown", query.client)
             return None
-        if info is not None and self.catalogue is not None and info.tool is None:
-            info = self.catalogue.tag(info)
+        if info is not None and self.tools is not None and info.tool is None:
+            info = self.tools.tag(info)
         return info
 
     def forget(self) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from aidns.resolver.config import CacheConfig
-from aidns.resolver.query import OPT, Action, Decision, Query, Rcode
+from aidns.resolver.query import OPT, Action, Decision, Query, Rcode, skip_name
 from aidns.resolver.replies import edns_record
 
 _RR_FIXED = struct.Struct("!HHIH")
@@ -95,18 +95,6 @@ class CachedAnswer:
         return bytes(patched)
 
 
-def _skip_name(data: bytes, pos: int) -> int:
-    while True:
-        length = data[pos]
-        if length == 0:
-            return pos + 1
-        if length & 0xC0 == 0xC0:
-            return pos + 2
-        if length > 63:
-            raise ValueError("bad label")
-        pos += 1 + length
-
-
 def parse_answer(response: bytes, question_end: int, config: CacheConfig) -> CachedAnswer | None:
     """A cache entry for a response, or None when it must not be cached."""
     if len(response) < question_end:
@@ -125,7 +113,7 @@ def parse_answer(response: bytes, question_end: int, config: CacheConfig) -> Cac
     try:
         for index in range(answers + authority + additional):
             start = pos
-            pos = _skip_name(response, pos)
+            pos = skip_name(response, pos)
             rtype, _rclass, ttl, rdlength = _RR_FIXED.unpack_from(response, pos)
             end = pos + 10 + rdlength
             if end > len(response):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from aidns.resolver.endpoints import ListenAddress
-from aidns.resolver.procinfo.lookup import user_name
-from aidns.resolver.procinfo.macos import parse_lsof_fields
+from aidns.resolver.procinfo.common import proc_net_address, user_name
+from aidns.resolver.procinfo.lsof import parse_lsof_fields
 from aidns.resolver.resolvconf import read_text
 from aidns.resolver.system.sysfiles import Machine
 
@@ -39,15 +37,6 @@ class Holder:
         return f"{'aidns' if self.is_aidns else self.name} (pid {self.pid})"
 
 
-def _hex_address(text: str) -> tuple[str, int]:
-    address, port = text.split(":")
-    raw = bytes.fromhex(address)
-    words = struct.unpack(f"={len(raw) // 4}I", raw)
-    packed = struct.pack(f">{len(words)}I", *words)
-    family = socket.AF_INET6 if len(packed) == 16 else socket.AF_INET
-    return socket.inet_ntop(family, packed), int(port, 16)
-
-
 def _covers(bound: str, wanted: str) -> bool:
     """Whether a socket bound to `bound` receives packets sent to `wanted`."""
     a, b = ipaddress.ip_address(bound), ipaddress.ip_address(wanted)
@@ -71,7 +60,8 @@ def socket_holders(address: ListenAddress, proc_root: Path = Path("/proc")) -> l
         for row in rows:
             fields = row.split()
             try:
-                host, port = _hex_address(fields[1])
+                packed, port = proc_net_address(fields[1])
+                host = str(ipaddress.ip_address(packed))
                 state, uid, inode = int(fields[3], 16), int(fields[7]), int(fields[9])
             except (IndexError, ValueError):
                 continue
@@ -79,7 +69,7 @@ def socket_holders(address: ListenAddress, proc_root: Path = Path("/proc")) -> l
                 continue
             if table.startswith("tcp") and state != TCP_LISTEN:
                 continue
-            if table.startswith("udp") and _hex_address(fields[2])[1] != 0:
+            if table.startswith("udp") and proc_net_address(fields[2])[1] != 0:
                 continue  # a connected client socket that happens to use the port
             inodes[inode] = (table.rstrip("6"), uid)
     owners = _owners(set(inodes), proc_root)

@@ -13,7 +13,7 @@ from aidns.resolver.config import Settings, load_settings
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.query import Action
 from aidns.resolver.querylog.reader import QueryLogReader
-from aidns.resolver.querylog.writer import DB_NAME, reversed_name
+from aidns.resolver.querylog.schema import DB_NAME, reversed_name
 from aidns.resolver.rules.lists import LOCAL_NAMES, ListAction, normalize_domain
 from aidns.resolver.rules.ruleset import RuleSet, build_rule_set
 from aidns.resolver.rules.user import RULES_NAME, UserRule, load_rules

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aidns.resolver.config import Settings
 from aidns.resolver.endpoints import ListenAddress
-from aidns.resolver.procinfo.lookup import ToolKind, default_catalogue
+from aidns.resolver.procinfo.tools import ToolKind, default_tools
 from aidns.resolver.query import ProcessInfo
 from aidns.resolver.resolvconf import (
     RESOLV_CONF,
@@ -214,7 +214,7 @@ def _relay_checks(settings: Settings, machine: Machine, proc_root: Path) -> list
     first = found[0] if found else ""
     if first and not is_aidns(first, servers) and is_loopback(first):
         holders = socket_holders(ListenAddress(first, 53), proc_root)
-        catalogue = default_catalogue()
+        catalogue = default_tools()
         for holder in holders:
             info = ProcessInfo(holder.pid, holder.name, cmdline=holder.cmdline)
             tool = catalogue.match(info)

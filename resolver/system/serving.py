@@ -15,8 +15,9 @@ import dns.message
 from aidns.resolver.config import Settings
 from aidns.resolver.endpoints import UpstreamSpec
 from aidns.resolver.errors import AidnsError, UpstreamError
-from aidns.resolver.procinfo.lookup import user_name
-from aidns.resolver.querylog.writer import DB_NAME
+from aidns.resolver.procinfo.common import user_name
+from aidns.resolver.query import rcode_name
+from aidns.resolver.querylog.schema import DB_NAME
 from aidns.resolver.resolvconf import RESOLVED_STUBS, read_text
 from aidns.resolver.rules.ruleset import build_rule_set
 from aidns.resolver.system.checks import Check, Status
@@ -30,7 +31,6 @@ from aidns.resolver.upstream.pool import Upstream, UpstreamPool
 CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2
 CAP_SYS_PTRACE = 19
-RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
 
 async def _ask(
@@ -55,7 +55,7 @@ async def _ask(
     finally:
         await upstream.aclose()
     elapsed_ms = (time.monotonic() - started) * 1000
-    rcode = RCODES.get(response[3] & 0x0F, str(response[3] & 0x0F))
+    rcode = rcode_name(response[3] & 0x0F)
     if rcode in ("SERVFAIL", "REFUSED"):
         return Check(
             Status.WARN,

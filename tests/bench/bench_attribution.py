@@ -16,7 +16,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from aidns.resolver.procinfo.lookup import DEFAULT_BUDGET_S, default_catalogue, default_lookup
+from aidns.resolver.procinfo.common import DEFAULT_BUDGET_S
+from aidns.resolver.procinfo.lookup import default_lookup
+from aidns.resolver.procinfo.tools import default_tools
 from aidns.resolver.query import Transport
 
 # Idle processes holding many fds: one parent forks them; all exit when its stdin closes.
@@ -178,7 +180,7 @@ def main() -> int:
         processes = sum(1 for name in os.listdir("/proc") if name.isdigit())
         fds = open_fds()
         lookup = default_lookup()
-        catalogue = default_catalogue()
+        catalogue = default_tools()
         server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         server.bind(("127.0.0.1", 0))
         server.settimeout(1.0)

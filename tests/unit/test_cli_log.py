@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from aidns.cli.main import app
 from aidns.resolver.config import QueryLogConfig
 from aidns.resolver.query import Action, Decision, ProcessInfo
-from aidns.resolver.querylog.writer import DB_NAME, QueryLog
+from aidns.resolver.querylog.schema import DB_NAME
+from aidns.resolver.querylog.writer import QueryLog
 from aidns.resolver.replies import BlockResponse
 
 from .helpers import make_query

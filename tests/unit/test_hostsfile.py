@@ -16,7 +16,8 @@ from aidns.cli.main import app
 from aidns.resolver.config import QueryLogConfig, load_settings
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.query import Action, Decision, ProcessInfo
-from aidns.resolver.querylog.writer import DB_NAME, QueryLog
+from aidns.resolver.querylog.schema import DB_NAME
+from aidns.resolver.querylog.writer import QueryLog
 from aidns.resolver.replies import BlockResponse
 from aidns.resolver.system.hostsfile import (
     BEGIN,

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from aidns.resolver.config import CacheConfig
 from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.pipeline import Pipeline, default_stages
-from aidns.resolver.procinfo.lookup import NullProcessLookup
+from aidns.resolver.procinfo.common import NullProcessLookup
 from aidns.resolver.query import Action, Query, Transport
 from aidns.resolver.replies import BlockResponse
 from aidns.resolver.rules.lists import DomainList, ListAction, Rule

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from aidns.resolver.query import MalformedQuery, Query, Rcode, Transport
+from aidns.resolver.query import MalformedQuery, Query, Rcode, Transport, rcode_name, skip_name
 
 from .helpers import make_query, make_wire
 
@@ -74,3 +74,34 @@ def test_malformed(raw: bytes, rcode: Rcode | None) -> None:
 def test_root_query() -> None:
     query = parse(make_wire(".", "NS"))
     assert query.qname == b"" and query.qtype == 2
+
+
+def test_rcode_names_come_from_the_enum() -> None:
+    assert [rcode_name(number) for number in range(7)] == [
+        "NOERROR",
+        "FORMERR",
+        "SERVFAIL",
+        "NXDOMAIN",
+        "NOTIMP",
+        "REFUSED",
+        "6",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "end"),
+    [
+        (b"\x00rest", 1),  # the root
+        (b"\x07example\x03com\x00rest", 13),
+        (b"\x03www\xc0\x0crest", 6),  # ends in a pointer
+    ],
+)
+def test_skip_name(data: bytes, end: int) -> None:
+    assert skip_name(data, 0) == end
+
+
+def test_skip_name_rejects_extended_labels_and_runs_off_the_end() -> None:
+    with pytest.raises(ValueError):
+        skip_name(b"\x40abc", 0)
+    with pytest.raises(IndexError):
+        skip_name(b"\x07exam", 0)

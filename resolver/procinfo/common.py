@@ -1,0 +1,66 @@
+"""What every platform's process lookup shares: the ProcessLookup contract and its helpers."""
+
+from __future__ import annotations
+
+import functools
+import struct
+from typing import Protocol
+
+from aidns.resolver.query import ProcessInfo, Transport
+
+DEFAULT_BUDGET_S = 0.002
+CMDLINE_MAX_CHARS = 200
+CMDLINE_READ_BYTES = 4096
+
+
+class ProcessLookup(Protocol):
+    def find(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        budget_s: float = DEFAULT_BUDGET_S,
+    ) -> ProcessInfo | None:
+        """The process holding the client's socket; uid only when the budget ran out first;
+        None when not even the socket could be found."""
+        ...
+
+
+class NullProcessLookup:
+    """For platforms where we cannot see sockets: every query's process is unknown."""
+
+    def find(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        budget_s: float = DEFAULT_BUDGET_S,
+    ) -> ProcessInfo | None:
+        return None
+
+
+def trim_cmdline(raw: bytes, limit: int = CMDLINE_MAX_CHARS) -> str | None:
+    """A NUL-separated argv as one line of at most `limit` characters."""
+    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    text = " ".join(text.split())
+    if not text:
+        return None
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@functools.lru_cache(maxsize=256)
+def user_name(uid: int) -> str | None:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return None
+
+
+def proc_net_address(text: str) -> tuple[bytes, int]:
+    """Packed address and port of a /proc/net row's `ADDRESS:PORT`: the address is hex
+    32-bit words in host order, the port hex."""
+    address, port = text.split(":")
+    words = [int(address[i : i + 8], 16) for i in range(0, len(address), 8)]
+    return struct.pack(f"={len(words)}I", *words), int(port, 16)

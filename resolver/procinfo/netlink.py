@@ -1,0 +1,170 @@
+"""Linux: a client's socket from the kernel's sock_diag netlink interface."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+import time
+
+from aidns.resolver.procinfo.sockets import SocketEntry, SocketOwner, candidates, pick
+from aidns.resolver.query import Transport
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_BC_S_GE = 2
+INET_DIAG_BC_S_LE = 3
+INET_DIAG_NOCOOKIE = 0xFFFFFFFF
+ALL_STATES = 0xFFFFFFFF
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_REQ_HEAD = struct.Struct("=BBBxI")  # family, protocol, extensions, states
+_SOCKID_PORTS = struct.Struct("!HH")  # inet_diag_sockid: ports in network order ...
+_SOCKID_TAIL = struct.Struct("=III")  # ... then interface and the 64-bit cookie
+_MSG_UID_INODE = struct.Struct("=II")  # inet_diag_msg.idiag_uid, idiag_inode
+_MSG_LEN = 72  # sizeof(struct inet_diag_msg)
+_NLA = struct.Struct("=HH")
+_BC_OP = struct.Struct("=BBH")
+_NLMSG_ERRNO = struct.Struct("=i")
+
+
+class NetlinkSockets:
+    """sock_diag requests: an exact lookup of the 4-tuple, else a dump filtered by port.
+
+    The kernel reads an exact request's addresses differently per protocol: a UDP lookup
+    finds the socket a packet from "source" to "destination" would reach, so the server goes
+    in "source"; a TCP lookup takes "source" as the socket's own end, so the client goes there.
+    """
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+        self._seq = 0
+        self.protocols = {
+            transport
+            for transport in Transport
+            if self._handler_present(socket.AF_INET, _protocol(transport))
+        }
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _handler_present(self, family: int, protocol: int) -> bool:
+        """udp_diag and tcp_diag are modules; a dump says ENOENT when one is missing."""
+        try:
+            _, error = self._request(self._dump_request(family, protocol, 0), 0.5, dump=True)
+        except OSError:
+            return False
+        return error == 0
+
+    def owner(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        deadline: float,
+    ) -> SocketOwner | None:
+        protocol = _protocol(transport)
+        wanted = candidates(server, client)
+        for want in wanted:
+            if transport is Transport.UDP:
+                ends = (want.server_ip, want.server_port, want.client_ip, want.client_port)
+            else:
+                ends = (want.client_ip, want.client_port, want.server_ip, want.server_port)
+            entries, _ = self._request(self._exact_request(want.family, protocol, *ends), deadline)
+            found = pick(iter(entries), want)
+            if found is not None:
+                return found
+        for want in wanted:
+            if time.monotonic() > deadline:
+                return None
+            request = self._dump_request(want.family, protocol, want.client_port)
+            entries, _ = self._request(request, deadline, dump=True)
+            found = pick(iter(entries), want)
+            if found is not None:
+                return found
+        return None
+
+    def _header(self, length: int, flags: int) -> bytes:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        return _NLMSGHDR.pack(_NLMSGHDR.size + length, SOCK_DIAG_BY_FAMILY, flags, self._seq, 0)
+
+    def _exact_request(
+        self, family: int, protocol: int, src: bytes, sport: int, dst: bytes, dport: int
+    ) -> bytes:
+        body = b"".join(
+            (
+                _REQ_HEAD.pack(family, protocol, 0, ALL_STATES),
+                _SOCKID_PORTS.pack(sport, dport),
+                src.ljust(16, b"\0"),
+                dst.ljust(16, b"\0"),
+                _SOCKID_TAIL.pack(0, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE),
+            )
+        )
+        return self._header(len(body), NLM_F_REQUEST) + body
+
+    def _dump_request(self, family: int, protocol: int, local_port: int) -> bytes:
+        # bytecode: local port >= p, then <= p; a failed test jumps past the end (reject)
+        bytecode = b"".join(
+            (
+                _BC_OP.pack(INET_DIAG_BC_S_GE, 8, 20),
+                _BC_OP.pack(0, 0, local_port),
+                _BC_OP.pack(INET_DIAG_BC_S_LE, 8, 12),
+                _BC_OP.pack(0, 0, local_port),
+            )
+        )
+        body = b"".join(
+            (
+                _REQ_HEAD.pack(family, protocol, 0, ALL_STATES),
+                b"\0" * 48,
+                _NLA.pack(_NLA.size + len(bytecode), INET_DIAG_REQ_BYTECODE),
+                bytecode,
+            )
+        )
+        return self._header(len(body), NLM_F_REQUEST | NLM_F_DUMP) + body
+
+    def _request(
+        self, payload: bytes, deadline: float, dump: bool = False
+    ) -> tuple[list[SocketEntry], int]:
+        """Send one request; its sockets and errno (0, or e.g. ENOENT when none matched)."""
+        seq = self._seq
+        sock = self._sock
+        sock.settimeout(max(deadline - time.monotonic(), 0.0002))
+        sock.send(payload)
+        entries: list[SocketEntry] = []
+        while True:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                return entries, errno.ETIMEDOUT
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                length, kind, _, msg_seq, _ = _NLMSGHDR.unpack_from(data, offset)
+                if length < _NLMSGHDR.size:
+                    break
+                body = offset + _NLMSGHDR.size
+                offset += (length + 3) & ~3
+                if msg_seq != seq:
+                    continue  # a late answer to a request we gave up on
+                if kind == NLMSG_DONE:
+                    return entries, 0
+                if kind == NLMSG_ERROR:
+                    return entries, -_NLMSG_ERRNO.unpack_from(data, body)[0]
+                if kind == SOCK_DIAG_BY_FAMILY and length - _NLMSGHDR.size >= _MSG_LEN:
+                    entries.append(_parse_diag_msg(data, body))
+                    if not dump:
+                        return entries, 0
+
+
+def _parse_diag_msg(data: bytes, at: int) -> SocketEntry:
+    sport, dport = _SOCKID_PORTS.unpack_from(data, at + 4)
+    uid, inode = _MSG_UID_INODE.unpack_from(data, at + 64)
+    return SocketEntry(data[at + 8 : at + 24], sport, data[at + 24 : at + 40], dport, uid, inode)
+
+
+def _protocol(transport: Transport) -> int:
+    return socket.IPPROTO_UDP if transport is Transport.UDP else socket.IPPROTO_TCP
