@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,15 +17,17 @@ from typing import Any
 from aidns.resolver.config import Settings, default_upstreams, remember_upstreams
 from aidns.resolver.datafiles import PAUSE_NAME, read_pause, write_status
 from aidns.resolver.errors import AidnsError
+from aidns.resolver.keeper.snapshots import Compiled, SnapshotKeeper
 from aidns.resolver.pipeline import Observer, Pipeline, default_stages
 from aidns.resolver.procinfo.common import NullProcessLookup
 from aidns.resolver.procinfo.lookup import default_lookup
 from aidns.resolver.procinfo.tools import TOOLS_FILE, default_tools
 from aidns.resolver.querylog.schema import DB_NAME
 from aidns.resolver.querylog.writer import QueryLog
+from aidns.resolver.rules.active import ActiveRules, RuleHolder
 from aidns.resolver.rules.reload import Reloader
-from aidns.resolver.rules.ruleset import build_rule_set
-from aidns.resolver.rules.user import RULES_NAME
+from aidns.resolver.rules.ruleset import build_rule_set, list_info
+from aidns.resolver.rules.user import RULES_NAME, ProcessRules
 from aidns.resolver.server import DnsServer
 from aidns.resolver.stages.access import AccessStage
 from aidns.resolver.stages.attribution import AttributionStage
@@ -32,6 +35,7 @@ from aidns.resolver.stages.blocking import BlockingStage
 from aidns.resolver.stages.caching import AnswerCache, CachingStage
 from aidns.resolver.stages.forwarding import ForwardingStage
 from aidns.resolver.stages.processrules import ProcessRulesStage
+from aidns.resolver.system.hashseed import run_under_seed
 from aidns.resolver.system.sdnotify import notify, watchdog_interval_s
 from aidns.resolver.upstream.pool import UpstreamPool
 
@@ -44,10 +48,21 @@ class Resolver:
     def __init__(self, settings: Settings, reload_settings: Callable[[], Settings] | None = None):
         self.settings = settings
         self.reload_settings = reload_settings or (lambda: settings)
-        self.rules = build_rule_set(settings)
-        for problem in self.rules.problems:
+        self.keeper = SnapshotKeeper(settings)
+        last = self.keeper.last()
+        if last is not None and self.keeper.current(last):
+            log.info("rules from the last snapshot (generation %d)", last.generation)
+            self.compiled = last
+        else:
+            self.compiled = self.keeper.compile()
+        for problem in self.compiled.problems:
             log.error("%s", problem)
-        self.errors: list[str] = list(self.rules.problems)
+        self.errors: list[str] = list(self.compiled.problems)
+        self.holder = RuleHolder(self._active_rules(self.compiled, settings))
+        self._reload_lock = threading.Lock()  # guards the two counters below
+        self._reload_lock_serial = threading.Lock()  # one reload at a time
+        self._reload_asked = 0
+        self._reload_done = 0
         self.cache = AnswerCache(settings.cache)
         self.pool = UpstreamPool(
             settings.upstreams,
@@ -56,10 +71,8 @@ class Resolver:
             bootstrap=settings.bootstrap,
         )
         self.access = AccessStage(settings.allow_nets)
-        self.blocking = BlockingStage(self.rules.matcher, settings.block_response)
-        self.process_rules = ProcessRulesStage(
-            self.rules.process_rules, self.rules.matcher, settings.block_response
-        )
+        self.blocking = BlockingStage(self.holder)
+        self.process_rules = ProcessRulesStage(self.holder)
         lookup = default_lookup() if settings.attribution else NullProcessLookup()
         tools = settings.data_dir / "lists" / TOOLS_FILE
         self.attribution = AttributionStage(
@@ -90,20 +103,42 @@ class Resolver:
         self._apply_pause()
 
     def describe_lists(self) -> str:
-        enabled = [f"{d.name} ({len(d)})" for d in self.rules.lists if d.enabled and len(d)]
-        return f"lists: {', '.join(enabled) or 'none'}; {self.rules.matcher.rule_count} rules"
+        return describe_lists(self.compiled.list_info, self.compiled.matcher.rule_count)
+
+    @staticmethod
+    def _active_rules(compiled: Compiled, settings: Settings) -> ActiveRules:
+        return ActiveRules(
+            compiled.matcher,
+            ProcessRules(compiled.process_rules),
+            settings.block_response,
+            read_pause(settings.data_dir),
+        )
 
     def reload(self) -> None:
-        """Build everything anew off the serving path; swap it in only if it all parsed."""
+        """Compile the files anew in the keeper's child and swap the result in whole. Reloads
+        run one at a time; one asked for while another runs is covered by the next."""
+        with self._reload_lock:
+            self._reload_asked += 1
+            asked = self._reload_asked
+        with self._reload_lock_serial:
+            if self._reload_done >= asked:
+                return  # a reload that started after this was asked has read the files
+            with self._reload_lock:
+                covered = self._reload_asked
+            self._reload(covered)
+
+    def _reload(self, covered: int) -> None:
         try:
             settings = self.reload_settings()
-            rules = build_rule_set(settings)
+            compiled = self.keeper.compile()
         except AidnsError as exc:
+            self._reload_done = covered
             self.errors = [str(exc)]
             log.error("reload: %s; the previous rules stay in effect", exc)
             self._write_status()
             return
-        for problem in rules.problems:
+        self._reload_done = covered
+        for problem in compiled.problems:
             log.error("%s", problem)
         if settings.listen != self.settings.listen:
             log.warning("listen changes take effect when aidns restarts")
@@ -112,25 +147,29 @@ class Resolver:
         if not settings.follow_resolv_conf and settings.upstreams != self.pool.specs:
             self._use_upstreams(settings)
         self.access.allow_nets = settings.allow_nets
-        self.blocking.matcher = rules.matcher
-        self.blocking.block_response = settings.block_response
-        self.process_rules.rules = rules.process_rules
-        self.process_rules.matcher = rules.matcher
-        self.process_rules.block_response = settings.block_response
-        self.rules = rules
-        self.errors = list(rules.problems)
-        self._apply_pause()
+        paused_before = self.holder.rules.paused_until
+        with self.holder.lock:
+            self.holder.rules = self._active_rules(compiled, settings)
+        self.compiled = compiled
+        self.pipeline_forget()
+        self._log_pause(paused_before, self.holder.rules.paused_until)
+        self.errors = list(compiled.problems)
         self.reloaded_at = time.time()
         log.info("reloaded: %s", self.describe_lists())
         self._write_status()
 
     def _apply_pause(self) -> None:
         until = read_pause(self.settings.data_dir)
-        if until != self.blocking.paused_until:
-            log.info("blocking %s", "resumed" if until is None else f"paused until {until:.0f}")
-        self.blocking.paused_until = until
-        self.process_rules.paused_until = until
+        before = self.holder.rules.paused_until
+        if until != before:
+            self.holder.replace(paused_until=until)
+            self._log_pause(before, until)
         self.pipeline_forget()
+
+    @staticmethod
+    def _log_pause(before: float | None, until: float | None) -> None:
+        if until != before:
+            log.info("blocking %s", "resumed" if until is None else f"paused until {until:.0f}")
 
     def pipeline_forget(self) -> None:
         pipeline = getattr(self, "pipeline", None)
@@ -148,12 +187,10 @@ class Resolver:
             "upstreams": [str(spec) for spec in self.pool.specs],
             "queries": self.stats.queries,
             "by_verdict": by_action,
-            "paused_until": self.blocking.paused_until,
-            "lists": [
-                {"name": d.name, "entries": len(d), "enabled": d.enabled, "source": d.source}
-                for d in self.rules.lists
-            ],
-            "rules": self.rules.matcher.rule_count,
+            "paused_until": self.holder.rules.paused_until,
+            "lists": self.compiled.list_info,
+            "rules": self.compiled.matcher.rule_count,
+            "rules_generation": self.compiled.generation,
             "errors": self.errors,
             "query_log": {"written": self.query_log.written, "dropped": self.query_log.dropped},
             "cache": {
@@ -280,7 +317,7 @@ class Resolver:
         """A timed pause ends by itself: drop remembered answers when it does."""
         while True:
             await asyncio.sleep(0.5)
-            until = self.blocking.paused_until
+            until = self.holder.rules.paused_until
             if until is not None and time.time() >= until:
                 self._apply_pause()
 
@@ -292,17 +329,27 @@ def ensure_data_dir(data_dir: Path) -> None:
         log.warning("cannot create data dir %s: %s; running without it", data_dir, exc.strerror)
 
 
+def describe_lists(list_info: list[dict[str, Any]], rule_count: int) -> str:
+    enabled = [f"{d['name']} ({d['entries']})" for d in list_info if d["enabled"] and d["entries"]]
+    return f"lists: {', '.join(enabled) or 'none'}; {rule_count} rules"
+
+
 def describe_serving(load_settings: Callable[[], Settings]) -> list[str]:
     """What `serve --check` shows: the effective settings, then the lists in effect. Binds,
     starts and writes nothing."""
     settings = _loaded(load_settings)
-    return [*settings.describe(), Resolver(settings).describe_lists()]
+    rule_set = build_rule_set(settings)
+    return [
+        *settings.describe(),
+        describe_lists(list_info(rule_set.lists), rule_set.matcher.rule_count),
+    ]
 
 
 def serve_until_stopped(load_settings: Callable[[], Settings]) -> None:
     """Serve until SIGINT or SIGTERM; `load_settings` is read again on every reload."""
     settings = _loaded(load_settings)
     ensure_data_dir(settings.data_dir)
+    run_under_seed(settings.data_dir)
     asyncio.run(Resolver(settings, reload_settings=load_settings).run())
 
 

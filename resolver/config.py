@@ -20,6 +20,7 @@ from aidns.resolver.configfile import (
     default_data_dir,
     read_config_file,
 )
+from aidns.resolver.datafiles import write_atomic
 from aidns.resolver.endpoints import (
     ListenAddress,
     UpstreamSpec,
@@ -29,7 +30,7 @@ from aidns.resolver.endpoints import (
     parse_listen,
     parse_upstream,
 )
-from aidns.resolver.errors import ConfigError
+from aidns.resolver.errors import AidnsError, ConfigError
 from aidns.resolver.replies import BlockResponse
 from aidns.resolver.resolvconf import RESOLV_CONF_PATHS, nameservers
 
@@ -91,6 +92,21 @@ class QueryLogConfig:
         return f"querylog: keep {self.days:g} days, at most {self.max_rows} rows{mirror}"
 
 
+LIST_MAX_BYTES = 256 << 20
+LIST_MAX_ENTRIES = 5_000_000
+LIST_MAX_LINE_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ListLimits:
+    """How much one list file may hold. A file over any limit is refused whole, with a message
+    naming the file and the limit, and its last good version stays in use."""
+
+    max_bytes: int = LIST_MAX_BYTES
+    max_entries: int = LIST_MAX_ENTRIES
+    max_line_bytes: int = LIST_MAX_LINE_BYTES
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `serve` needs, resolved and checked."""
@@ -119,6 +135,7 @@ class Settings:
     enabled_lists: tuple[str, ...] = ()
     list_dirs: tuple[Path, ...] = field(default=())
     follow_resolv_conf: tuple[Path, ...] = ()  # no upstream configured: follow these files
+    list_limits: ListLimits = field(default_factory=ListLimits)
 
     def describe(self) -> list[str]:
         """One line per setting, in pipeline order, for the start-up log and `serve --check`."""
@@ -253,6 +270,13 @@ def load_settings(
         enabled_lists=tuple(map(str, lists_config.get("enable") or ())),
         list_dirs=(shipped_lists_dir(), data_dir / "lists"),
         follow_resolv_conf=() if upstream_texts else tuple(resolv_conf),
+        list_limits=ListLimits(
+            max_bytes=int(config.number("list_max_bytes", None, LIST_MAX_BYTES, 1024)),
+            max_entries=int(config.number("list_max_entries", None, LIST_MAX_ENTRIES, 1)),
+            max_line_bytes=int(
+                config.number("list_max_line_bytes", None, LIST_MAX_LINE_BYTES, 256)
+            ),
+        ),
     )
 
 
@@ -379,8 +403,8 @@ def remember_upstreams(data_dir: Path, upstreams: Sequence[UpstreamSpec]) -> Non
         pass
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        remembered.write_text(text)
-    except OSError as exc:
-        log.warning("cannot remember upstreams in %s: %s", remembered, exc.strerror)
+        write_atomic(remembered, text)
+    except (OSError, AidnsError) as exc:
+        log.warning("cannot remember upstreams in %s: %s", remembered, exc)
         return
     log.info("remembered upstreams %s in %s", ", ".join(map(str, upstreams)), remembered)

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import yaml
 
 from aidns.resolver import yamlio
-from aidns.resolver.errors import ConfigError
+from aidns.resolver.datafiles import read_limited
+from aidns.resolver.errors import ConfigError, excerpt
 
 T = TypeVar("T")
 
@@ -59,7 +60,13 @@ KNOWN_KEYS = {
     "query_log_days": "days",
     "query_log_rows": "rows",
     "query_log_jsonl": 'path, or "-" for standard output',
+    "list_max_bytes": "bytes a list file may hold",
+    "list_max_entries": "names a list file may hold",
+    "list_max_line_bytes": "bytes a line of a list file may hold",
 }
+
+
+CONFIG_MAX_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +108,7 @@ class ConfigFile:
             return [str(value)]
         if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
             return [str(v) for v in value]
-        raise self.error(key, f"expected {KNOWN_KEYS[key]}, got {value!r}")
+        raise self.error(key, f"expected {KNOWN_KEYS[key]}, got {excerpt(value)}")
 
     def number(self, key: str, flag: float | None, default: float, minimum: float) -> float:
         """The flag, else the file's value, else `default`; at least `minimum`."""
@@ -109,7 +116,8 @@ class ConfigFile:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
             raise self.error(
                 key,
-                f"expected a number of {KNOWN_KEYS[key]} of at least {minimum:g}, got {value!r}",
+                f"expected a number of {KNOWN_KEYS[key]} of at least {minimum:g}, "
+                f"got {excerpt(value)}",
             )
         return float(value)
 
@@ -117,7 +125,7 @@ class ConfigFile:
         """The flag, else the file's true or false, else `default`."""
         value = self.values.get(key, default) if flag is None else flag
         if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {value!r}")
+            raise self.error(key, f"expected true or false, got {excerpt(value)}")
         return value
 
 
@@ -125,7 +133,7 @@ def read_config_file(path: Path | None, required: bool) -> ConfigFile:
     if path is None or (not required and not path.exists()):
         return ConfigFile(None, {}, {})
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, CONFIG_MAX_BYTES, "a config file").decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config: {exc.strerror}", source=str(path)) from None
     except UnicodeDecodeError:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aidns.resolver.errors import AidnsError
+from aidns.resolver.errors import AidnsError, ConfigError
 
 LOCK_NAME = ".lock"
 PAUSE_NAME = "pause"
@@ -96,3 +96,15 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def read_limited(path: Path, limit_bytes: int, what: str) -> bytes:
+    """The file's bytes; ConfigError naming the file and the limit when it holds more.
+    OSError passes through for the caller to word."""
+    with path.open("rb") as handle:
+        data = handle.read(limit_bytes + 1)
+    if len(data) > limit_bytes:
+        raise ConfigError(
+            f"over {limit_bytes:,} bytes, the most {what} may hold; not read", source=str(path)
+        )
+    return data

@@ -31,8 +31,13 @@ EXCERPT_CHARS = 60
 
 
 def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
-    """`value` quoted for a message, cut to `limit` characters and saying how long it was."""
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else str(value)
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}… ({len(text):,} characters)"
+    """`value` quoted for a message (its repr), cut to about `limit` characters and then
+    saying how long it was."""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}… ({len(value):,} characters)"
+    shown = repr(value)
+    return shown if len(shown) <= limit else f"{shown[:limit]}… ({len(shown):,} characters)"

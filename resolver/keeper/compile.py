@@ -19,8 +19,10 @@ from typing import Any
 
 from aidns.resolver.config import load_settings
 from aidns.resolver.errors import AidnsError
-from aidns.resolver.rules.matcher import compile_snapshot
-from aidns.resolver.rules.ruleset import build_rule_set
+from aidns.resolver.keeper.snapshots import input_stamps
+from aidns.resolver.rules.lastgood import LAST_GOOD_DIR, LastGood
+from aidns.resolver.rules.matcher import compile_snapshot, fingerprint
+from aidns.resolver.rules.ruleset import build_rule_set, list_info
 from aidns.resolver.rules.snapshot import write_snapshot
 
 NICENESS = 10
@@ -37,13 +39,13 @@ def _lower_priority(memory_limit_bytes: int) -> None:
 def compile_to(config: Path | None, data_dir: Path, out: Path, generation: int) -> dict[str, Any]:
     """Build the rule set the config describes and write its snapshot to `out`."""
     settings = load_settings(config_path=config, data_dir=data_dir, resolv_conf=())
-    rule_set = build_rule_set(settings)
+    inputs = input_stamps(settings)  # before reading: a change made meanwhile shows as stale
+    last_good = LastGood(settings.data_dir / LAST_GOOD_DIR, fingerprint())
+    rule_set = build_rule_set(settings, last_good)
     meta = {
+        "inputs": inputs,
         "problems": rule_set.problems,
-        "list_info": [
-            {"name": d.name, "entries": len(d), "enabled": d.enabled, "source": d.source}
-            for d in rule_set.lists
-        ],
+        "list_info": list_info(rule_set.lists),
         "process_rules": [
             {"name": r.name, "exact": r.exact, "processes": list(r.processes)}
             for r in rule_set.process_rules.rules

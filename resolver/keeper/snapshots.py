@@ -7,8 +7,10 @@ interpreter lock: the server only waits on a pipe, then maps a finished file.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,9 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aidns.resolver.config import Settings
 from aidns.resolver.errors import AidnsError, excerpt
+from aidns.resolver.rules.catalogue import STATE_NAME
+from aidns.resolver.rules.lists import list_files, source_path
 from aidns.resolver.rules.matcher import DomainMatcher
 from aidns.resolver.rules.snapshot import SNAPSHOT_NAME, map_snapshot
+from aidns.resolver.rules.user import RULES_NAME, UserRule
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +49,31 @@ class Compiled:
         return list(self.matcher.meta.get("list_info", []))
 
     @property
-    def process_rules(self) -> list[dict[str, Any]]:
-        return list(self.matcher.meta.get("process_rules", []))
+    def process_rules(self) -> list[UserRule]:
+        return [
+            UserRule(rule["name"], exact=rule["exact"], processes=tuple(rule["processes"]))
+            for rule in self.matcher.meta.get("process_rules", [])
+        ]
+
+
+def input_stamps(settings: Settings) -> dict[str, Any]:
+    """Every file a snapshot is compiled from, with its size, time and inode, and the aidns
+    version: a snapshot whose stamps still match is the one a compile would make now."""
+    paths = [settings.data_dir / RULES_NAME, settings.data_dir / STATE_NAME]
+    if settings.config_path is not None:
+        paths.append(settings.config_path)
+    paths += settings.list_dirs
+    for list_path in list_files(settings.list_dirs):
+        paths += [list_path, source_path(list_path)]
+    stamps: dict[str, Any] = {"aidns": importlib.metadata.version("aidns")}
+    for path in paths:
+        try:
+            found = os.stat(path)
+        except OSError:
+            stamps[str(path)] = None
+        else:
+            stamps[str(path)] = [found.st_mtime_ns, found.st_size, found.st_ino]
+    return stamps
 
 
 class SnapshotKeeper:
@@ -52,13 +81,13 @@ class SnapshotKeeper:
 
     def __init__(
         self,
-        data_dir: Path,
-        config_path: Path | None,
+        settings: Settings,
         timeout_s: float = COMPILE_TIMEOUT_S,
         memory_limit_bytes: int | None = None,
     ) -> None:
-        self.data_dir = data_dir
-        self.config_path = config_path
+        self.settings = settings
+        data_dir = self.data_dir = settings.data_dir
+        self.config_path = settings.config_path
         self.timeout_s = timeout_s
         self.memory_limit_bytes = memory_limit_bytes
         self.path = data_dir / SNAPSHOT_NAME
@@ -79,6 +108,10 @@ class SnapshotKeeper:
             return None
         self.generation = max(self.generation, matcher.generation)
         return Compiled(matcher, list(matcher.meta.get("problems", [])))
+
+    def current(self, compiled: Compiled) -> bool:
+        """Whether `compiled` was made from the files as they are now."""
+        return bool(compiled.matcher.meta.get("inputs") == input_stamps(self.settings))
 
     def compile(self) -> Compiled:
         """A new snapshot of the files as they are now; AidnsError keeps the old one in use."""

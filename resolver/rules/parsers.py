@@ -8,6 +8,7 @@ Text lists may be in any of the formats Pi-hole, AdGuard Home and Blocky read: h
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from array import array
@@ -18,8 +19,10 @@ from typing import Any
 import yaml
 
 from aidns.resolver import yamlio
+from aidns.resolver.config import ListLimits
 from aidns.resolver.errors import ListError
 from aidns.resolver.memory import release_memory
+from aidns.resolver.rules.lastgood import LastGood
 from aidns.resolver.rules.lists import (
     BIG_LIST_ENTRIES,
     DOMAIN_PATTERN,
@@ -34,31 +37,67 @@ from aidns.resolver.rules.lists import (
     source_action,
 )
 
+NO_MORE_THAN_DEFAULT = ListLimits()
 LIST_KEYS = {"name", "description", "homepage", "action", "default", "domains"}
 ENTRY_KEYS = {"domain", "match", "action", "purpose", "breaks", "evidence", "verified", "note"}
 
 
-def load_list(path: Path) -> DomainList:
-    """Read a YAML or text list file; raises ListError when the file can't be used at all."""
+def load_list(path: Path, limits: ListLimits = NO_MORE_THAN_DEFAULT) -> DomainList:
+    """Read a YAML or text list file; raises ListError when the file can't be used at all,
+    and when it goes over one of `limits`."""
     suffix = path.suffix.lower()
     if suffix in YAML_SUFFIXES:
-        return load_yaml_list(path)
+        return load_yaml_list(path, limits)
     if suffix in TEXT_SUFFIXES:
-        return load_text_list(path, source_action(path))
+        return load_text_list(path, source_action(path), limits)
     raise ListError(
         f"unknown list format {suffix!r} (use .yaml, or .txt for hosts, AdBlock or plain lists)",
         source=str(path),
     )
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, limits: ListLimits) -> bytes:
     try:
-        return path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(limits.max_bytes + 1)
     except OSError as exc:
         raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    if len(data) > limits.max_bytes:
+        raise _too_big(path, limits)
+    long_line = _long_line(limits).search(data)
+    if long_line is not None:
+        raise _line_too_long(path, data.count(b"\n", 0, long_line.start()) + 1, limits)
+    return data
 
 
-def load_text_list(path: Path, action: ListAction = ListAction.BLOCK) -> DomainList:
+def _too_big(path: Path, limits: ListLimits) -> ListError:
+    return ListError(
+        f"over {limits.max_bytes:,} bytes (list_max_bytes); not used", source=str(path)
+    )
+
+
+def _line_too_long(path: Path, line: int, limits: ListLimits) -> ListError:
+    return ListError(
+        f"longer than {limits.max_line_bytes:,} bytes (list_max_line_bytes); the list is not used",
+        source=str(path),
+        line=line,
+    )
+
+
+def _too_many(path: Path, limits: ListLimits) -> ListError:
+    return ListError(
+        f"over {limits.max_entries:,} names (list_max_entries); not used", source=str(path)
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _long_line(limits: ListLimits) -> re.Pattern[bytes]:
+    return re.compile(rb"[^\n]{%d}" % (limits.max_line_bytes + 1))
+
+
+def load_text_list(
+    path: Path, action: ListAction = ListAction.BLOCK, limits: ListLimits = NO_MORE_THAN_DEFAULT
+) -> DomainList:
     """A hosts, AdBlock or plain list; bad and unsupported lines are skipped and counted."""
     domain_list = DomainList(name=path.stem, action=action, source=str(path))
     subtree: array[int] = array("q")
@@ -66,10 +105,12 @@ def load_text_list(path: Path, action: ListAction = ListAction.BLOCK) -> DomainL
     small_subtree: list[bytes] = []
     small_exact: list[bytes] = []
     first_line = 1
-    for chunk in _chunks(path):
+    for chunk in _chunks(path, limits):
         names, exact_names = _parse_chunk(chunk, first_line, domain_list)
         subtree.extend(map(hash, names))
         exact.extend(map(hash, exact_names))
+        if len(subtree) + len(exact) > limits.max_entries:
+            raise _too_many(path, limits)
         if len(small_subtree) + len(small_exact) < BIG_LIST_ENTRIES:
             small_subtree.extend(names[:BIG_LIST_ENTRIES])
             small_exact.extend(exact_names[:BIG_LIST_ENTRIES])
@@ -104,31 +145,42 @@ _BARE_ADDRESS = re.compile(rb"\n[0-9.]+\n")
 _LONGEST_LABEL = 63  # a name no longer than this can't be too long, nor have a too-long label
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
+def _chunks(path: Path, limits: ListLimits) -> Iterator[bytes]:
     """Lower-cased slices of about 1 MB that end at a line break and start with one, read as
-    they are needed, so a big list never sits in memory whole."""
+    they are needed, so a big list never sits in memory whole. A file or a line over its
+    limit raises ListError as soon as it is seen."""
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    long_line = _long_line(limits)
     with handle:
         rest = b""
         first = True
+        read = 0
+        lines = 0
         while True:
             try:
                 block = handle.read(_CHUNK_BYTES)
             except OSError as exc:
                 raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
+            read += len(block)
+            if read > limits.max_bytes:
+                raise _too_big(path, limits)
             if first:
                 block, first = block.removeprefix(b"\xef\xbb\xbf"), False
             if not block:
                 break
             block = rest + block
+            found = long_line.search(block)
+            if found is not None:
+                raise _line_too_long(path, lines + block.count(b"\n", 0, found.start()) + 1, limits)
             cut = block.rfind(b"\n") + 1
             if cut == 0:
                 rest = block
                 continue
             rest = block[cut:]
+            lines += block.count(b"\n", 0, cut)
             yield _tidy(block[:cut])
         if rest:
             yield _tidy(rest + b"\n")
@@ -288,9 +340,9 @@ def parse_switch(value: Any) -> bool | None:
     return _SWITCH.get(key) if isinstance(key, bool | str) else None
 
 
-def load_yaml_list(path: Path) -> DomainList:
+def load_yaml_list(path: Path, limits: ListLimits = NO_MORE_THAN_DEFAULT) -> DomainList:
     """A curated list: `name`, `description`, `action`, `domains` (names or mappings)."""
-    text = _read_bytes(path).decode("utf-8", "replace")
+    text = _read_bytes(path, limits).decode("utf-8", "replace")
     try:
         document = yamlio.load(text)
     except yaml.YAMLError as exc:
@@ -313,6 +365,8 @@ def load_yaml_list(path: Path) -> DomainList:
     domains = document.get("domains")
     if not isinstance(domains, list):
         raise ListError("`domains` must be a list of names", source=source)
+    if len(domains) > limits.max_entries:
+        raise _too_many(path, limits)
     default = parse_switch(document.get("default", "on"))
     if default is None:
         raise ListError(f"default: {document.get('default')!r} is not on or off", source=source)
@@ -384,16 +438,28 @@ def _rules_to_hashes(domain_list: DomainList) -> None:
     domain_list.rules = [r for r in domain_list.rules if r.action is not domain_list.action]
 
 
-def load_lists(directories: Iterable[Path]) -> tuple[list[DomainList], list[str]]:
-    """Every list in the directories; a list with the same name in a later directory replaces it."""
+def load_lists(
+    directories: Iterable[Path],
+    limits: ListLimits = NO_MORE_THAN_DEFAULT,
+    last_good: LastGood | None = None,
+) -> tuple[list[DomainList], list[str]]:
+    """Every list in the directories; a list with the same name in a later directory replaces it.
+    With `last_good`, a list that can't be used now is its last good version, if it has one."""
     by_name: dict[str, DomainList] = {}
     errors: list[str] = []
     for path in list_files(directories):
         try:
-            loaded = load_list(path)
+            loaded = load_list(path, limits)
         except ListError as exc:
-            errors.append(str(exc))
-            continue
+            kept = last_good.fetch(path) if last_good is not None else None
+            if kept is None:
+                errors.append(str(exc))
+                continue
+            errors.append(f"{exc}; using its last good version, from {kept.when}")
+            loaded = kept.domain_list
+        else:
+            if last_good is not None:
+                last_good.keep(path, loaded)
         errors.extend(loaded.problems)
         if loaded.skipped > len(loaded.problems):
             errors.append(f"{loaded.source}: {loaded.skipped} bad entries skipped in all")

@@ -7,10 +7,12 @@ reload, so a query never sees half of one set and half of another.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aidns.resolver.config import Settings
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.rules.catalogue import apply_list_choices
+from aidns.resolver.rules.lastgood import LastGood
 from aidns.resolver.rules.lists import DomainList, ListAction, Rule, normalize_domain
 from aidns.resolver.rules.matcher import DomainMatcher
 from aidns.resolver.rules.parsers import load_lists
@@ -48,13 +50,21 @@ class RuleSet:
     problems: list[str]
 
 
-def build_rule_set(settings: Settings) -> RuleSet:
+def build_rule_set(settings: Settings, last_good: LastGood | None = None) -> RuleSet:
     """Every enabled list, the config's and the user's rules. A broken list file is reported
-    and skipped; a broken rules file raises, so a reload keeps the rules in effect."""
-    lists, problems = load_lists(settings.list_dirs)
+    and skipped, or with `last_good` replaced by its last good version; a broken rules file
+    raises, so a reload keeps the rules in effect."""
+    lists, problems = load_lists(settings.list_dirs, settings.list_limits, last_good)
     problems.extend(apply_list_choices(lists, settings))
     rules_path = settings.data_dir / RULES_NAME
     user_rules = load_rules(rules_path)
     lists.extend(config_rules(settings))
     lists.extend(rule_lists(user_rules, str(rules_path)))
     return RuleSet(DomainMatcher(lists), lists, ProcessRules(user_rules), problems)
+
+
+def list_info(lists: list[DomainList]) -> list[dict[str, Any]]:
+    """What `status` and the start-up log say of each list."""
+    return [
+        {"name": d.name, "entries": len(d), "enabled": d.enabled, "source": d.source} for d in lists
+    ]

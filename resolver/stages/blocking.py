@@ -12,34 +12,30 @@ Example:
 from __future__ import annotations
 
 import math
-import time
 from typing import ClassVar
 
 from aidns.resolver.query import Action, Decision, Query
-from aidns.resolver.replies import BlockResponse
-from aidns.resolver.rules.matcher import DomainMatcher
+from aidns.resolver.rules.active import RuleHolder
 
 
 class BlockingStage:
     name: ClassVar[str] = "blocking"
     per_client: ClassVar[bool] = False
 
-    def __init__(self, matcher: DomainMatcher, block_response: BlockResponse) -> None:
-        self.matcher = matcher
-        self.block_response = block_response
-        self.paused_until: float | None = None
+    def __init__(self, holder: RuleHolder) -> None:
+        self.holder = holder
 
     def answer(self, query: Query) -> bool:
-        decision = self.matcher.decide(query.qname)
+        rules = self.holder.rules
+        decision = rules.matcher.decide(query.qname)
         if decision is None:
             return False
-        paused = self.paused_until is not None and time.time() < self.paused_until
-        if decision.action is Action.BLOCKED and paused:
+        if decision.action is Action.BLOCKED and rules.paused():
             query.decision = Decision(Action.ALLOWED, "paused", decision.list_name)
             return False
         query.decision = decision
         if decision.action is not Action.BLOCKED:
             return False
-        query.response = self.block_response.reply_to(query)
+        query.response = rules.block_response.reply_to(query)
         query.reusable_until = math.inf
         return True

@@ -15,13 +15,10 @@ Example:
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar
 
 from aidns.resolver.query import Action, Decision, Query
-from aidns.resolver.replies import BlockResponse
-from aidns.resolver.rules.matcher import DomainMatcher
-from aidns.resolver.rules.user import ProcessRules
+from aidns.resolver.rules.active import RuleHolder
 
 
 class ProcessRulesStage:
@@ -30,26 +27,24 @@ class ProcessRulesStage:
     name: ClassVar[str] = "processrules"
     per_client: ClassVar[bool] = True
 
-    def __init__(self, rules: ProcessRules, matcher: DomainMatcher, block_response: BlockResponse):
-        self.rules = rules
-        self.matcher = matcher
-        self.block_response = block_response
-        self.paused_until: float | None = None
+    def __init__(self, holder: RuleHolder) -> None:
+        self.holder = holder
 
     def answer(self, query: Query) -> bool:
-        if not self.rules or query.process is None or query.process.pid is None:
+        rules = self.holder.rules
+        if not rules.process_rules or query.process is None or query.process.pid is None:
             return False
-        rule = self.rules.match(query.qname, query.process)
+        rule = rules.process_rules.match(query.qname, query.process)
         if rule is None:
             return False
-        overall = self.matcher.decide(query.qname)
+        overall = rules.matcher.decide(query.qname)
         if overall is not None and overall.action is Action.ALLOWED:
             return False
-        if self.paused_until is not None and time.time() < self.paused_until:
+        if rules.paused():
             query.decision = Decision(Action.ALLOWED, "paused", "rules")
             return False
         query.decision = Decision(
             Action.BLOCKED, ("=" if rule.exact else "") + rule.name, "rules:surgical"
         )
-        query.response = self.block_response.reply_to(query)
+        query.response = rules.block_response.reply_to(query)
         return True

@@ -12,8 +12,10 @@ from aidns.resolver.pipeline import Pipeline, default_stages
 from aidns.resolver.procinfo.common import NullProcessLookup
 from aidns.resolver.query import Action, Query, Transport
 from aidns.resolver.replies import BlockResponse
+from aidns.resolver.rules.active import ActiveRules, RuleHolder
 from aidns.resolver.rules.lists import DomainList, ListAction, Rule
 from aidns.resolver.rules.matcher import DomainMatcher
+from aidns.resolver.rules.user import ProcessRules
 from aidns.resolver.stages.access import AccessStage
 from aidns.resolver.stages.attribution import AttributionStage
 from aidns.resolver.stages.blocking import BlockingStage
@@ -58,7 +60,9 @@ def build(
 ) -> tuple[Pipeline, CountingStage, AttributionStage, BlockingStage, Recorder]:
     rules = DomainList("test", ListAction.BLOCK, "test")
     rules.rules.append(Rule(blocked, ListAction.BLOCK, "test"))
-    blocking = BlockingStage(DomainMatcher([rules]), BlockResponse())
+    blocking = BlockingStage(
+        RuleHolder(ActiveRules(DomainMatcher([rules]), ProcessRules(), BlockResponse()))
+    )
     attribution = AttributionStage(NullProcessLookup(), reuse_s=reuse_s)
     counting = CountingStage()
     cache = AnswerCache(CacheConfig())
@@ -136,7 +140,7 @@ def test_forget_ends_repeats_at_once_and_keeps_their_counts() -> None:
     wire = make_wire("sentry.io")
     for query_id in range(4):
         ask(pipeline, wire, query_id, now=1.0)
-    blocking.matcher = DomainMatcher([])
+    blocking.holder.replace(matcher=DomainMatcher([]))
     pipeline.forget()
     # no longer blocked: the next one goes to forwarding instead of repeating the sinkhole
     assert pipeline.replay(b"\x00\x09" + wire[2:], CLIENT, 1.0) is None
@@ -178,7 +182,7 @@ def test_an_answer_decided_under_old_rules_is_never_replayed_under_new_ones() ->
     def rules_change_just_after_deciding(query: Query) -> bool:
         answered = decide(query)
         # the reload thread swaps the rules before this serving thread remembers its answer
-        blocking.matcher = DomainMatcher([])
+        blocking.holder.replace(matcher=DomainMatcher([]))
         pipeline.forget()
         return answered
 

@@ -6,6 +6,7 @@ import pytest
 
 from aidns.resolver.query import ProcessInfo
 from aidns.resolver.replies import BlockResponse
+from aidns.resolver.rules.active import ActiveRules, RuleHolder
 from aidns.resolver.rules.matcher import DomainMatcher
 from aidns.resolver.rules.user import ProcessRules, UserRule, rule_lists
 from aidns.resolver.stages.processrules import ProcessRulesStage
@@ -35,7 +36,7 @@ def test_process_scoped_rules(name: str, process: ProcessInfo, blocked: bool) ->
             UserRule("cursor.sh", processes=("/opt/cursor/*",)),
         ]
     )
-    stage = ProcessRulesStage(rules, DomainMatcher(), BlockResponse())
+    stage = ProcessRulesStage(RuleHolder(ActiveRules(DomainMatcher(), rules, BlockResponse())))
     query = make_query(name)
     query.process = process
     assert stage.answer(query) is blocked
@@ -46,7 +47,7 @@ def test_process_scoped_rules(name: str, process: ProcessInfo, blocked: bool) ->
 def test_allow_beats_a_scoped_block() -> None:
     allow = rule_lists([UserRule("sentry.io", kind="allow")], "r")
     rules = ProcessRules([UserRule("o1.ingest.sentry.io", exact=True, processes=("ollama",))])
-    stage = ProcessRulesStage(rules, DomainMatcher(allow), BlockResponse())
+    stage = ProcessRulesStage(RuleHolder(ActiveRules(DomainMatcher(allow), rules, BlockResponse())))
     query = make_query("o1.ingest.sentry.io")
     query.process = OLLAMA
     assert not stage.answer(query)

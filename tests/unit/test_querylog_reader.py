@@ -33,7 +33,7 @@ def data_dir(tmp_path: Path) -> Path:
         query = make_query(name)
         query.process = process
         query.decision = Decision(action, name if action is Action.BLOCKED else "", "lists")
-        query.response = BlockResponse().answer(query)
+        query.response = BlockResponse().reply_to(query)
         querylog(query)
     querylog.stop()
     return tmp_path
