@@ -231,11 +231,16 @@ class Resolver:
         log.info("%s", self.describe_lists())
         self.query_log.start()
         data_dir = self.settings.data_dir
-        watched = [data_dir / RULES_NAME, data_dir / PAUSE_NAME, data_dir / "lists.state.yaml"]
+        watched = [data_dir / RULES_NAME, data_dir / "lists.state.yaml"]
         config_path = self.settings.config_path
         if config_path is not None and (config_path.is_file() or not config_path.exists()):
             watched.append(config_path)  # not /dev/null: every write to it would be a change
-        reloader = Reloader(self.reload, watched, self.settings.list_dirs)
+        reloader = Reloader(
+            self.reload,
+            watched,
+            self.settings.list_dirs,
+            light={data_dir / PAUSE_NAME: self._apply_pause},
+        )
         reloader.start()  # before listening: a change right after start must not be missed
         await self.server.start()
         if self.settings.upstreams_from_system:

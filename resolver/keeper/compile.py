@@ -14,10 +14,11 @@ import json
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from aidns.resolver.config import load_settings
+from aidns.resolver.config import Settings, load_settings
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.keeper.snapshots import input_stamps
 from aidns.resolver.rules.lastgood import LAST_GOOD_DIR, LastGood
@@ -26,6 +27,8 @@ from aidns.resolver.rules.ruleset import build_rule_set, list_info
 from aidns.resolver.rules.snapshot import write_snapshot
 
 NICENESS = 10
+QUIET_S = 0.3
+LONGEST_WAIT_S = 10.0
 MEMORY_LIMIT_BYTES = 4 << 30
 
 
@@ -36,10 +39,26 @@ def _lower_priority(memory_limit_bytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
 
 
+def quiet_inputs(
+    settings: Settings, quiet_s: float = QUIET_S, longest_wait_s: float = LONGEST_WAIT_S
+) -> dict[str, Any]:
+    """The input stamps, once no input has changed for `quiet_s`: a file still being written
+    is read when it is done, not half-way (waiting `longest_wait_s` at most). Taken before
+    reading, so a change made while reading shows as a stale snapshot."""
+    deadline = time.monotonic() + longest_wait_s
+    while True:
+        inputs = input_stamps(settings)
+        times = [stamp[0] / 1e9 for stamp in inputs.values() if isinstance(stamp, list)]
+        age_s = time.time() - max(times, default=0.0)
+        if age_s >= quiet_s or time.monotonic() >= deadline:
+            return inputs
+        time.sleep(min(quiet_s - age_s, max(deadline - time.monotonic(), 0.0)))
+
+
 def compile_to(config: Path | None, data_dir: Path, out: Path, generation: int) -> dict[str, Any]:
     """Build the rule set the config describes and write its snapshot to `out`."""
     settings = load_settings(config_path=config, data_dir=data_dir, resolv_conf=())
-    inputs = input_stamps(settings)  # before reading: a change made meanwhile shows as stale
+    inputs = quiet_inputs(settings)
     last_good = LastGood(settings.data_dir / LAST_GOOD_DIR, fingerprint())
     rule_set = build_rule_set(settings, last_good)
     meta = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import stat
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -45,6 +46,12 @@ ENTRY_KEYS = {"domain", "match", "action", "purpose", "breaks", "evidence", "ver
 def load_list(path: Path, limits: ListLimits = NO_MORE_THAN_DEFAULT) -> DomainList:
     """Read a YAML or text list file; raises ListError when the file can't be used at all,
     and when it goes over one of `limits`."""
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode)
+    except OSError as exc:
+        raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    if not regular:  # a FIFO would block the reader for good
+        raise ListError("not a regular file", source=str(path))
     suffix = path.suffix.lower()
     if suffix in YAML_SUFFIXES:
         return load_yaml_list(path, limits)

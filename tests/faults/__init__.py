@@ -1,0 +1,1 @@
+"""Fault injection: hostile files, clients and upstreams against the real server."""
