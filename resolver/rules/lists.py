@@ -17,6 +17,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from aidns.resolver.errors import excerpt
+
 BIG_LIST_ENTRIES = 2000
 NOT_LISTS = {"tools.yaml"}  # the catalogue of AI tools lives beside the lists
 PROBLEMS_SHOWN = 5
@@ -70,9 +72,9 @@ def normalize_domain(text: str) -> bytes:
         try:
             wire = name.encode("idna")
         except UnicodeError as exc:
-            raise ValueError(f"{text!r} is not a domain name ({exc})") from None
+            raise ValueError(f"{excerpt(text)} is not a domain name ({exc})") from None
     if len(wire) > 253 or not DOMAIN_PATTERN.fullmatch(wire):
-        raise ValueError(f"{text!r} is not a domain name")
+        raise ValueError(f"{excerpt(text)} is not a domain name")
     return wire
 
 

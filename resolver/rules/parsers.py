@@ -21,7 +21,7 @@ import yaml
 
 from aidns.resolver import yamlio
 from aidns.resolver.config import ListLimits
-from aidns.resolver.errors import ListError
+from aidns.resolver.errors import ListError, excerpt
 from aidns.resolver.memory import release_memory
 from aidns.resolver.rules.lastgood import LastGood
 from aidns.resolver.rules.lists import (
@@ -367,7 +367,7 @@ def load_yaml_list(path: Path, limits: ListLimits = NO_MORE_THAN_DEFAULT) -> Dom
         action = ListAction(str(document.get("action", "block")).lower())
     except ValueError:
         raise ListError(
-            f"action: {document.get('action')!r} is not block, watch or allow", source=source
+            f"action: {excerpt(document.get('action'))} is not block, watch or allow", source=source
         ) from None
     domains = document.get("domains")
     if not isinstance(domains, list):
@@ -376,7 +376,9 @@ def load_yaml_list(path: Path, limits: ListLimits = NO_MORE_THAN_DEFAULT) -> Dom
         raise _too_many(path, limits)
     default = parse_switch(document.get("default", "on"))
     if default is None:
-        raise ListError(f"default: {document.get('default')!r} is not on or off", source=source)
+        raise ListError(
+            f"default: {excerpt(document.get('default'))} is not on or off", source=source
+        )
     domain_list = DomainList(
         name=str(document.get("name") or path.stem),
         action=action,
@@ -410,17 +412,21 @@ def _rule_from_entry(item: Any, domain_list: DomainList) -> Rule:
             normalize_domain(item.lstrip("=")).decode(), domain_list.action, domain_list.name, exact
         )
     if not isinstance(item, dict) or "domain" not in item:
-        raise ValueError(f"an entry must be a name or a mapping with `domain`, not {item!r}")
+        raise ValueError(f"an entry must be a name or a mapping with `domain`, not {excerpt(item)}")
     unknown = sorted(set(map(str, item)) - ENTRY_KEYS)
     if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(unknown)} in entry for {item['domain']!r}")
+        raise ValueError(
+            f"unknown key(s) {', '.join(unknown)} in entry for {excerpt(item['domain'])}"
+        )
     match = str(item.get("match", "subtree")).lower()
     if match not in ("subtree", "exact"):
-        raise ValueError(f"match: {match!r} is not subtree or exact")
+        raise ValueError(f"match: {excerpt(match)} is not subtree or exact")
     try:
         action = ListAction(str(item.get("action", domain_list.action)).lower())
     except ValueError:
-        raise ValueError(f"action: {item.get('action')!r} is not block, watch or allow") from None
+        raise ValueError(
+            f"action: {excerpt(item.get('action'))} is not block, watch or allow"
+        ) from None
     breaks = item.get("breaks", "")
     return Rule(
         domain=normalize_domain(str(item["domain"])).decode(),

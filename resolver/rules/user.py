@@ -19,7 +19,7 @@ import yaml
 
 from aidns.resolver import yamlio
 from aidns.resolver.datafiles import write_atomic
-from aidns.resolver.errors import ConfigError
+from aidns.resolver.errors import ConfigError, excerpt
 from aidns.resolver.query import ProcessInfo
 from aidns.resolver.rules.lists import DomainList, ListAction, Rule, normalize_domain
 
@@ -117,7 +117,7 @@ def _item_lines(node: yaml.Node | None) -> list[int]:
 
 def _parse(entry: Any) -> UserRule:
     if not isinstance(entry, dict) or "name" not in entry:
-        raise ValueError(f"a rule must be a mapping with `name`, not {entry!r}")
+        raise ValueError(f"a rule must be a mapping with `name`, not {excerpt(entry)}")
     unknown = sorted(set(map(str, entry)) - RULE_KEYS)
     if unknown:
         raise ValueError(
@@ -125,10 +125,10 @@ def _parse(entry: Any) -> UserRule:
         )
     kind = str(entry.get("kind", "block"))
     if kind not in KINDS:
-        raise ValueError(f"kind: {kind!r} is not block or allow")
+        raise ValueError(f"kind: {excerpt(kind)} is not block or allow")
     match = str(entry.get("match", "subtree"))
     if match not in ("subtree", "exact"):
-        raise ValueError(f"match: {match!r} is not subtree or exact")
+        raise ValueError(f"match: {excerpt(match)} is not subtree or exact")
     processes = entry.get("processes") or []
     if not isinstance(processes, list) or not all(isinstance(p, str) and p for p in processes):
         raise ValueError("processes: expected a list of process names, tools or paths")
