@@ -3,6 +3,7 @@
 Run from the checkout, with aidns installed (`pip install -e .`):
 
     python3 tests/bench/bench_flood.py [--packets N] [--passes P] [--seed S] [--json]
+        [--aidns-arg=--no-query-log ...]
 
 Everything stays on 127.0.0.1: aidns forwards to a fake upstream in this process that
 answers what it can read with 20 A records (see tests/faults/flood.py). Each pass sends the
@@ -45,10 +46,11 @@ def main() -> int:
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--aidns-arg", action="append", default=[], help="passed to aidns serve")
     args = parser.parse_args()
     figures: dict[str, object] = {"packets": args.packets, "seed": args.seed, "passes": []}
     with tempfile.TemporaryDirectory() as directory, FloodUpstream() as upstream:
-        server = start_aidns(Path(directory), f"--upstream={upstream.hostport}")
+        server = start_aidns(Path(directory), f"--upstream={upstream.hostport}", *args.aidns_arg)
         assert server.process.stderr is not None
         reader = threading.Thread(
             target=lambda: server.log.extend(line.rstrip("\n") for line in server.process.stderr),
