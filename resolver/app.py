@@ -17,6 +17,7 @@ from typing import Any
 from aidns.resolver.config import Settings, default_upstreams, remember_upstreams
 from aidns.resolver.datafiles import PAUSE_NAME, read_pause, write_status
 from aidns.resolver.errors import AidnsError
+from aidns.resolver.faults import Faults
 from aidns.resolver.keeper.snapshots import Compiled, SnapshotKeeper
 from aidns.resolver.pipeline import Observer, Pipeline, default_stages
 from aidns.resolver.procinfo.common import NullProcessLookup
@@ -73,14 +74,16 @@ class Resolver:
         self.access = AccessStage(settings.allow_nets)
         self.blocking = BlockingStage(self.holder)
         self.process_rules = ProcessRulesStage(self.holder)
+        self.faults = Faults()
         lookup = default_lookup() if settings.attribution else NullProcessLookup()
         tools = settings.data_dir / "lists" / TOOLS_FILE
         self.attribution = AttributionStage(
             lookup,
             default_tools([tools] if tools.exists() else []),
             budget_s=settings.attribution_budget_s,
+            faults=self.faults,
         )
-        self.forwarding = ForwardingStage(self.pool, self.cache)
+        self.forwarding = ForwardingStage(self.pool, self.cache, self.faults)
         stages, final = default_stages(
             access=self.access,
             attribution=self.attribution,
@@ -93,7 +96,7 @@ class Resolver:
         observers: list[Observer] = []
         if settings.query_log.enabled or settings.query_log.jsonl:
             observers.append(self.query_log)
-        self.pipeline = Pipeline(stages, final, observers=observers)
+        self.pipeline = Pipeline(stages, final, observers=observers, faults=self.faults)
         self.stats = self.pipeline.stats
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp_idle_timeout_s)
         self.started_at = time.time()
@@ -192,6 +195,12 @@ class Resolver:
             "rules": self.compiled.matcher.rule_count,
             "rules_generation": self.compiled.generation,
             "errors": self.errors,
+            "faults": self.faults.counts(),
+            "forwarding": {
+                "in_flight": self.forwarding.in_flight,
+                "max_in_flight": self.forwarding.max_in_flight,
+                "shared": self.forwarding.shared,
+            },
             "query_log": {"written": self.query_log.written, "dropped": self.query_log.dropped},
             "cache": {
                 "entries": len(self.cache),
@@ -219,6 +228,7 @@ class Resolver:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         loop = self._loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self.faults.loop_error)
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.set)

@@ -8,17 +8,15 @@ handler per packet served about a quarter of the queries a plain socket loop did
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
+from aidns.resolver.faults import Faults
 from aidns.resolver.query import Action, Decision, Query, Rcode, Transport
 from aidns.resolver.replies import reply
-
-log = logging.getLogger(__name__)
 
 
 class Stage(Protocol):
@@ -108,13 +106,18 @@ class Pipeline:
     """
 
     def __init__(
-        self, stages: Sequence[Stage], final: FinalStage, observers: Sequence[Observer] = ()
+        self,
+        stages: Sequence[Stage],
+        final: FinalStage,
+        observers: Sequence[Observer] = (),
+        faults: Faults | None = None,
     ):
         self.stages = tuple(stages)
         self.per_client_stages = tuple(stage for stage in stages if stage.per_client)
         self.final = final
         self.observers = list(observers)
         self.stats = Stats()
+        self.faults = faults or Faults()
         self._memo: dict[bytes, _Memo] = {}
         self._older_memo: dict[bytes, _Memo] = {}
         self._repeats: list[_Repeat] = []
@@ -210,8 +213,8 @@ class Pipeline:
     async def answer_later(self, query: Query) -> bytes:
         try:
             await self.final.resolve(query)
-        except Exception:
-            log.exception("%s failed on %s", self.final.name, query.name)
+        except Exception as exc:
+            self.faults.unexpected(f"running the {self.final.name} stage", exc)
             query.response = None
         if query.response is None:
             query.response = reply(query, Rcode.SERVFAIL)
@@ -233,8 +236,8 @@ class Pipeline:
         for observer in self.observers:
             try:
                 observer(query, count)
-            except Exception:
-                log.exception("observer %r failed", observer)
+            except Exception as exc:
+                self.faults.unexpected(f"telling {type(observer).__name__} of a query", exc)
 
 
 def default_stages(

@@ -41,6 +41,7 @@ class Rcode(int, Enum):
     NXDOMAIN = 3
     NOTIMP = 4
     REFUSED = 5
+    BADVERS = 16  # extended (RFC 6891): 0 in the header, 1 in the OPT record's upper bits
 
 
 _RCODE_NAMES = {rcode.value: rcode.name for rcode in Rcode}
@@ -75,11 +76,13 @@ class ProcessInfo:
 
 
 class MalformedQuery(Exception):
-    """The packet is not a query we can answer; `rcode` says how to refuse it, None drops it."""
+    """The packet is not a query we can answer; `rcode` says how to refuse it, None drops it.
+    `question_end` is where its question ends, when it was read (0 otherwise)."""
 
-    def __init__(self, reason: str, rcode: Rcode | None):
+    def __init__(self, reason: str, rcode: Rcode | None, question_end: int = 0):
         super().__init__(reason)
         self.rcode = rcode
+        self.question_end = question_end
 
 
 class Query:
@@ -194,6 +197,8 @@ def _read_question_name(raw: bytes) -> tuple[bytes, int]:
         raise MalformedQuery(f"opcode {(flags >> 3) & 0xF} is not QUERY", Rcode.NOTIMP)
     if raw[4] or raw[5] != 1:
         raise MalformedQuery(f"QDCOUNT is {raw[4] << 8 | raw[5]}, not 1", Rcode.FORMERR)
+    if raw[6] or raw[7] or raw[8] or raw[9]:  # as Unbound: a query has neither
+        raise MalformedQuery("a query with answer or authority records", Rcode.FORMERR)
     labels = []
     pos = 12
     end = len(raw)
@@ -230,12 +235,34 @@ def skip_name(data: bytes, pos: int) -> int:
 
 
 def _read_edns(raw: bytes, pos: int) -> tuple[int | None, int]:
-    """Return (EDNS flags word, client's UDP size) from an OPT record right after the question."""
-    if not (raw[11] or raw[10]) or raw[6] or raw[7] or raw[8] or raw[9]:
+    """Return (EDNS flags word, client's UDP size) from the additional section, which may hold
+    one OPT record and nothing else; the packet must end with it."""
+    count = raw[10] << 8 | raw[11]
+    end = len(raw)
+    if count == 0:
+        if pos != end:
+            raise MalformedQuery(f"{end - pos} bytes after the question", Rcode.FORMERR)
         return None, PLAIN_UDP_SIZE
-    if len(raw) < pos + 11 or raw[pos] != 0:
-        return None, PLAIN_UDP_SIZE
-    rtype, size, ttl, _ = _OPT_FIXED.unpack_from(raw, pos + 1)
+    if count > 1:  # RFC 6891 6.1.1: more than one OPT is FORMERR; we take no other record
+        raise MalformedQuery(f"{count} additional records, not one OPT", Rcode.FORMERR)
+    question_end = pos
+    if pos + 11 > end:
+        raise MalformedQuery("the additional record is cut off", Rcode.FORMERR)
+    if raw[pos] != 0:  # an OPT record's owner is the root
+        raise MalformedQuery("the additional record is not an OPT record", Rcode.FORMERR)
+    rtype, size, ttl, length = _OPT_FIXED.unpack_from(raw, pos + 1)
     if rtype != OPT:
-        return None, PLAIN_UDP_SIZE
+        raise MalformedQuery(f"an additional record of type {rtype}, not OPT", Rcode.FORMERR)
+    pos += 11
+    if pos + length != end:
+        raise MalformedQuery("the OPT record does not end the packet", Rcode.FORMERR)
+    while pos < end:
+        if pos + 4 > end:
+            raise MalformedQuery("an EDNS option is cut off", Rcode.FORMERR)
+        pos += 4 + (raw[pos + 2] << 8 | raw[pos + 3])
+    if pos != end:
+        raise MalformedQuery("an EDNS option runs past the packet", Rcode.FORMERR)
+    version = ttl >> 16 & 0xFF
+    if version:
+        raise MalformedQuery(f"EDNS version {version}", Rcode.BADVERS, question_end)
     return ttl & 0xFFFF, max(size, PLAIN_UDP_SIZE)

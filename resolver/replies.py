@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass, field
 
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.query import DO_BIT, OPT, PLAIN_UDP_SIZE, Query, Rcode
+from aidns.resolver.query import DO_BIT, OPT, PLAIN_UDP_SIZE, MalformedQuery, Query, Rcode
 
 TYPE_A = 1
 TYPE_AAAA = 28
@@ -16,9 +16,11 @@ _COUNTS = struct.Struct("!HHHH")
 _OPT_RR = struct.Struct("!BHHIH")
 
 
-def edns_record(dnssec_ok: bool) -> bytes:
-    """Our own OPT record: payload size 1232, DO mirrored from the client."""
-    return _OPT_RR.pack(0, OPT, OUR_UDP_SIZE, DO_BIT if dnssec_ok else 0, 0)
+def edns_record(dnssec_ok: bool, extended_rcode: int = 0) -> bytes:
+    """Our own OPT record: payload size 1232, version 0, DO mirrored from the client, and the
+    upper 8 bits of an extended rcode (RFC 6891 6.1.3)."""
+    flags = (extended_rcode >> 4) << 24 | (DO_BIT if dnssec_ok else 0)
+    return _OPT_RR.pack(0, OPT, OUR_UDP_SIZE, flags, 0)
 
 
 def header_flags(raw: bytes, rcode: int, authoritative: bool = False) -> bytes:
@@ -49,6 +51,29 @@ def error_reply(raw: bytes, rcode: int) -> bytes | None:
     if len(raw) < 12 or raw[2] & 0x80:
         return None
     return raw[:2] + bytes((0x80 | (raw[2] & 0x79), 0x80 | rcode)) + bytes(8)
+
+
+def refusal(raw: bytes, problem: MalformedQuery) -> bytes | None:
+    """The answer to a packet that is not a query we answer: none, a bare error, or for an
+    EDNS version above 0 BADVERS with the question and our OPT. Never longer than the packet,
+    so junk can't be amplified."""
+    if problem.rcode is None:
+        return None
+    end = problem.question_end
+    if problem.rcode is Rcode.BADVERS and end:
+        dnssec_ok = bool(raw[end + 7] & 0x80)  # the OPT record follows the question: see query.py
+        response: bytes | None = b"".join(
+            (
+                raw[:2],
+                header_flags(raw, Rcode.BADVERS & 0x0F),
+                _COUNTS.pack(1, 0, 0, 1),
+                raw[12:end],
+                edns_record(dnssec_ok, Rcode.BADVERS),
+            )
+        )
+    else:
+        response = error_reply(raw, problem.rcode & 0x0F)
+    return response if response is not None and len(response) <= len(raw) else None
 
 
 def truncated(response: bytes, question_end: int) -> bytes:

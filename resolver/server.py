@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from aidns.resolver.endpoints import ListenAddress
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.pipeline import Pipeline
 from aidns.resolver.query import PLAIN_UDP_SIZE, MalformedQuery, Query, Rcode, Transport
-from aidns.resolver.replies import error_reply, fit_udp, reply
+from aidns.resolver.replies import fit_udp, refusal, reply
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ class DnsServer:
         self._tcp_servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
-        self._errors_logged = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -91,10 +91,10 @@ class DnsServer:
             sock.close()
 
     def _log_unexpected(self, what: str) -> None:
-        """Logs the first few unexpected errors in full, then only counts them."""
-        self._errors_logged += 1
-        if self._errors_logged <= 10:
-            log.exception("unexpected error while %s; the server keeps answering", what)
+        """Counts an unexpected error by kind (see faults.py); call from an except block."""
+        exc = sys.exc_info()[1]
+        if exc is not None:
+            self.pipeline.faults.unexpected(what, exc)
 
     def _serve_udp(self, sock: socket.socket) -> None:
         receive = sock.recvfrom
@@ -131,7 +131,7 @@ class DnsServer:
             try:
                 query = Query(data, client, Transport.UDP, now, local)
             except MalformedQuery as exc:
-                response = error_reply(data, exc.rcode) if exc.rcode is not None else None
+                response = refusal(data, exc)
                 if response is not None:
                     _send_quietly(send, response, client)
                 continue
@@ -141,7 +141,7 @@ class DnsServer:
             try:
                 response = answer_now(query)
             except Exception:
-                self._log_unexpected(f"answering {query.name}")
+                self._log_unexpected("answering a query")
                 response = reply(query, Rcode.SERVFAIL)
             if response is None:
                 loop.call_soon_threadsafe(self._forward_udp, query, send)
@@ -193,11 +193,11 @@ class DnsServer:
         try:
             query = Query(data, client, Transport.TCP, time.monotonic(), local)
         except MalformedQuery as exc:
-            return error_reply(data, exc.rcode) if exc.rcode is not None else None
+            return refusal(data, exc)
         try:
             response = self.pipeline.answer_now(query)
         except Exception:
-            self._log_unexpected(f"answering {query.name}")
+            self._log_unexpected("answering a query")
             return reply(query, Rcode.SERVFAIL)
         if response is not None:
             return response

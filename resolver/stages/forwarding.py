@@ -4,7 +4,10 @@ Description:
     Sends the client's query, unchanged but for its ID, to the best upstream (see
     upstream.py), fails over on timeout or SERVFAIL, and when none answered within the
     budget answers from an expired cache entry (see caching.py) or else SERVFAIL.
-    Identical questions in flight at once are asked once.
+    Identical queries in flight at once (the same bytes but for the ID and the name's case)
+    share one exchange: each gets its answer, with its own ID and question, when that one
+    ends, so all within the one budget. At most MAX_UPSTREAM_QUERIES_IN_FLIGHT exchanges run
+    at once; a query beyond them is answered at once, stale or SERVFAIL, and counted.
 Configuration:
     upstream (repeatable), upstream_timeout_s.
 Example:
@@ -14,31 +17,74 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from aidns.resolver.errors import UpstreamError
+from aidns.resolver.faults import Faults
 from aidns.resolver.query import Action, Decision, Query, Rcode
 from aidns.resolver.replies import reply
-from aidns.resolver.stages.caching import AnswerCache
+from aidns.resolver.stages.caching import STALE, AnswerCache
 from aidns.resolver.upstream.pool import UpstreamPool
 
-log = logging.getLogger(__name__)
+MAX_UPSTREAM_QUERIES_IN_FLIGHT = 1024  # exchanges at once; beyond it stale or SERVFAIL at once
+NO_UPSTREAM = "no upstream answered"
+OVER_LIMIT = "upstream queries over the in-flight limit"
 _FORWARDED = Decision(Action.FORWARDED)
+
+
+class _Outcome(NamedTuple):
+    """What one exchange brought: for the query that asked and those that waited on it."""
+
+    response: bytes  # with the asking query's ID and question
+    decision: Decision
+    upstream: str | None = None
+    replaces: bool = False  # an error replaces the verdict of earlier stages
+
+    def apply(self, query: Query, shared: bool) -> None:
+        query.response = _reframed(query, self.response) if shared else self.response
+        query.upstream = self.upstream
+        if self.replaces or query.decision is None:
+            query.decision = self.decision
+
+
+def _reframed(query: Query, response: bytes) -> bytes:
+    """An answer to an identical query, given this query's ID and question (name case)."""
+    end = query.question_end
+    if response[4:6] == b"\x00\x01" and len(response) >= end:
+        return query.raw[:2] + response[2:12] + query.raw[12:end] + response[end:]
+    return query.raw[:2] + response[2:]
+
+
+def _sharing_key(query: Query) -> bytes:
+    """The query's bytes but for the ID, name in lower case: queries that may share an answer."""
+    raw, end = query.raw, query.question_end
+    return raw[2:12] + raw[12:end].lower() + raw[end:]
 
 
 class ForwardingStage:
     name: ClassVar[str] = "forwarding"
 
-    def __init__(self, pool: UpstreamPool, cache: AnswerCache) -> None:
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        cache: AnswerCache,
+        faults: Faults | None = None,
+        max_in_flight: int = MAX_UPSTREAM_QUERIES_IN_FLIGHT,
+    ) -> None:
         self.pool = pool
         self.cache = cache
-        self._in_flight: dict[bytes, asyncio.Future[None]] = {}
-        self._warned_down = False
+        self.faults = faults or Faults()
+        self.max_in_flight = max_in_flight
+        self.shared = 0  # queries answered by an exchange another query started
+        self._in_flight: dict[bytes, asyncio.Future[_Outcome]] = {}  # owned by the event loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._prefetching: set[asyncio.Task[None]] = set()
         cache.prefetch = self.prefetch
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
 
     def prefetch(self, query: Query) -> None:
         """Ask again in the background for a cached answer about to expire; from any thread."""
@@ -57,53 +103,60 @@ class ForwardingStage:
         await asyncio.gather(*self._prefetching, return_exceptions=True)
 
     async def resolve(self, query: Query) -> None:
-        self._loop = asyncio.get_running_loop()
-        key = query.cache_key()
-        leader = self._in_flight.get(key)
-        if leader is not None:
-            await asyncio.shield(leader)
-            cached = self.cache.recall(query, time.monotonic())
-            if cached is not None:
-                query.response = cached
-                if query.decision is None:
-                    query.decision = Decision(Action.CACHED)
-                return
-        future = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
+        loop = self._loop = asyncio.get_running_loop()
+        key = _sharing_key(query)
+        exchange = self._in_flight.get(key)
+        if exchange is not None:
+            self.shared += 1
+            (await asyncio.shield(exchange)).apply(query, shared=True)
+            return
+        if len(self._in_flight) >= self.max_in_flight:
+            self._answer_over_limit(query)
+            return
+        exchange = loop.create_future()
+        self._in_flight[key] = exchange
+        outcome: _Outcome | None = None
         try:
-            await self._forward(query)
+            outcome = await self._forward(query)
+            outcome.apply(query, shared=False)
         finally:
-            del self._in_flight[key]
-            future.set_result(None)
+            if self._in_flight.get(key) is exchange:
+                del self._in_flight[key]
+            # those waiting are answered even when this one failed or was cancelled
+            exchange.set_result(outcome or _failure(query, "the exchange was abandoned"))
 
-    async def _forward(self, query: Query) -> None:
+    def _answer_over_limit(self, query: Query) -> None:
+        self.faults.note(
+            OVER_LIMIT,
+            "%d upstream queries in flight, the most allowed; further questions are "
+            "answered from expired cache entries, else SERVFAIL, without asking",
+            self.max_in_flight,
+        )
+        outcome = self._stale(query) or _failure(query, "too many upstream queries in flight")
+        outcome.apply(query, shared=False)
+
+    async def _forward(self, query: Query) -> _Outcome:
         try:
             response, upstream = await self.pool.resolve(query.raw)
         except UpstreamError as exc:
-            if not self._warned_down:
-                log.warning(
-                    "no upstream answered (%s); answering from expired cache entries, "
-                    "else SERVFAIL, until one does",
-                    exc,
-                )
-                self._warned_down = True
-            if not self._answer_stale(query):
-                query.response = reply(query, Rcode.SERVFAIL)
-                query.decision = Decision(Action.ERROR, rule=str(exc))
-            return
-        if response[3] & 0x0F == Rcode.SERVFAIL and self._answer_stale(query):
-            log.debug("%s: every upstream said SERVFAIL; answered stale", query.name)
-            return
-        self._warned_down = False
-        query.response = response
-        query.upstream = str(upstream.spec)
-        if query.decision is None:
-            query.decision = _FORWARDED
+            self.faults.note(
+                NO_UPSTREAM,
+                "no upstream answered (%s); answering from expired cache entries, "
+                "else SERVFAIL, until one does",
+                exc,
+            )
+            return self._stale(query) or _failure(query, str(exc))
+        if response[3] & 0x0F == Rcode.SERVFAIL:
+            stale = self._stale(query)
+            if stale is not None:
+                return stale
         self.cache.store(query, response)
+        return _Outcome(response, _FORWARDED, str(upstream.spec))
 
-    def _answer_stale(self, query: Query) -> bool:
+    def _stale(self, query: Query) -> _Outcome | None:
         stale = self.cache.serve_stale(query, time.monotonic())
-        if stale is None:
-            return False
-        query.response = stale
-        return True
+        return None if stale is None else _Outcome(stale, STALE)
+
+
+def _failure(query: Query, why: str) -> _Outcome:
+    return _Outcome(reply(query, Rcode.SERVFAIL), Decision(Action.ERROR, rule=why), replaces=True)

@@ -16,6 +16,7 @@ import dns.inet
 import dns.message
 from dns._asyncbackend import StreamSocket  # where dnspython's own signatures take it from
 
+from aidns.resolver import validate
 from aidns.resolver.endpoints import Scheme, UpstreamSpec
 from aidns.resolver.errors import ConfigError, UpstreamError
 from aidns.resolver.upstream.bootstrap import AddressFinder, HostAddress
@@ -47,15 +48,14 @@ def _question(wire: bytes) -> bytes:
 
 
 def _is_reply_to(response: bytes, wire_id: bytes, question: bytes) -> bool:
-    """Whether a reply is to our query: same ID, QR set, same question (or, in an error
-    reply, none)."""
-    if len(response) < 12 or response[:2] != wire_id or not response[2] & QR:
+    """Whether a reply is to our query (see validate.py); ValueError when it is but cannot be
+    used, which counts as the upstream's failure."""
+    if validate.mismatch(response, wire_id, question) is not None:
         return False
-    try:
-        asked = _question(response)
-    except ValueError:
-        return False
-    return asked == question or (asked == b"" and response[3] & 0x0F != 0)
+    problem = validate.defect(response)
+    if problem is not None:
+        raise ValueError(f"unusable reply: {problem}")
+    return True
 
 
 class UpstreamLink:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import random
 import socket
 import ssl
 import struct
@@ -39,6 +40,11 @@ class Behaviour(StrEnum):
     SILENT = "silent"  # never replies
     WRONG_ID_FIRST = "wrong-id-first"  # over UDP a spoofed reply with another ID, then the answer
     WRONG_QUESTION_FIRST = "wrong-question-first"  # over UDP a spoofed reply for another name first
+    CUT_OFF = "cut-off"  # the answer with its last record cut short (and no OPT)
+    NO_QUESTION = "no-question"  # NXDOMAIN with the question section left out
+    WRONG_ID = "wrong-id"  # only a reply with another ID
+    WRONG_QUESTION = "wrong-question"  # only a reply for another name
+    QR_CLEAR = "qr-clear"  # the answer with the QR bit clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +77,7 @@ class FakeNameserver:
         address: str = "192.0.2.1",
         ttl_s: int = 300,
         default: Behaviour = Behaviour.ANSWER,
-        delay_s: float = 0.0,
+        delay_s: float | tuple[float, float] = 0.0,  # a range: a random delay within it
         idle_s: float = IDLE_S,
     ) -> None:
         self.host = host
@@ -150,11 +156,15 @@ class FakeNameserver:
         with self._lock:
             self.received.append(Received(transport, wire, qname, peer))
         behaviour = self.behaviours.get(qname, self.default)
-        if self.delay_s:
+        if isinstance(self.delay_s, tuple):
+            time.sleep(random.uniform(*self.delay_s))
+        elif self.delay_s:
             time.sleep(self.delay_s)
         if behaviour is Behaviour.SILENT:
             return []
         response = dns.message.make_response(query)
+        if behaviour in _BROKEN and question is not None:
+            return [_broken(behaviour, query, response, question, self.address, self.ttl_s)]
         if behaviour is Behaviour.SERVFAIL:
             response.set_rcode(dns.rcode.SERVFAIL)
         elif behaviour is Behaviour.REFUSED:
@@ -330,6 +340,43 @@ class _DohHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+_BROKEN = frozenset(
+    (
+        Behaviour.CUT_OFF,
+        Behaviour.NO_QUESTION,
+        Behaviour.WRONG_ID,
+        Behaviour.WRONG_QUESTION,
+        Behaviour.QR_CLEAR,
+    )
+)
+
+
+def _broken(
+    behaviour: Behaviour,
+    query: dns.message.Message,
+    response: dns.message.Message,
+    question: dns.rrset.RRset,
+    address: str,
+    ttl_s: int,
+) -> bytes:
+    """The one reply of a misbehaving server, on every transport."""
+    response.answer.append(dns.rrset.from_text(question.name, ttl_s, "IN", "A", address))
+    if behaviour is Behaviour.CUT_OFF:
+        response.use_edns(False)
+        return response.to_wire()[:-2]
+    if behaviour is Behaviour.NO_QUESTION:
+        response.answer.clear()
+        response.set_rcode(dns.rcode.NXDOMAIN)
+        response.question = []
+    elif behaviour is Behaviour.WRONG_ID:
+        response.id = (query.id + 1) % 65536
+    elif behaviour is Behaviour.WRONG_QUESTION:
+        response = _spoof(query, dns.name.from_text("decoy.test"))
+    elif behaviour is Behaviour.QR_CLEAR:
+        response.flags &= ~dns.flags.QR
+    return response.to_wire()
 
 
 def _spoof(query: dns.message.Message, name: dns.name.Name) -> dns.message.Message:

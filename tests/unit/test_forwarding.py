@@ -1,17 +1,20 @@
-"""Forwarding with a real loopback upstream: background refreshes of answers about to expire."""
+"""Forwarding with a real loopback upstream: refreshes of answers about to expire, identical
+queries sharing one exchange, and the limit on exchanges in flight."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import dns.message
+import pytest
 
 from aidns.resolver.config import CacheConfig
 from aidns.resolver.endpoints import parse_upstream
-from aidns.resolver.query import Query, Transport
+from aidns.resolver.query import Action, Decision, Query, Rcode, Transport
 from aidns.resolver.stages.caching import AnswerCache
-from aidns.resolver.stages.forwarding import ForwardingStage
+from aidns.resolver.stages.forwarding import NO_UPSTREAM, OVER_LIMIT, ForwardingStage
 from aidns.resolver.upstream.pool import UpstreamPool
 
 from ..helpers.dnsserver import Behaviour, FakeNameserver
@@ -78,3 +81,127 @@ def test_a_refresh_that_fails_leaves_the_answer_until_it_expires() -> None:
 
     with FakeNameserver(ttl_s=100) as server:
         asyncio.run(scenario(server))
+
+
+def query_with(name: str, query_id: int, *, edns: bool = False) -> Query:
+    message = dns.message.make_query(name, "A", use_edns=0 if edns else None)
+    message.id = query_id
+    return Query(message.to_wire(), ("127.0.0.1", 40000), Transport.UDP, time.monotonic())
+
+
+def forwarding_to(
+    server: FakeNameserver, timeout_s: float = 2.0, **options: Any
+) -> ForwardingStage:
+    pool = UpstreamPool([parse_upstream(server.hostport)], timeout_s=timeout_s)
+    return ForwardingStage(pool, AnswerCache(CacheConfig()), **options)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "ttl_s", "rcode"),
+    [(Behaviour.REFUSED, 300, Rcode.SERVFAIL), (Behaviour.ANSWER, 0, Rcode.NOERROR)],
+)
+def test_identical_queries_share_one_exchange_and_get_their_own_id_and_name_case(
+    behaviour: Behaviour, ttl_s: int, rcode: Rcode
+) -> None:
+    names = ["share.test", "Share.Test", "SHARE.TEST"]
+    queries = [query_with(names[i % 3], 1000 + i) for i in range(60)]
+
+    async def scenario(server: FakeNameserver) -> None:
+        forwarding = forwarding_to(server)
+        try:
+            await asyncio.gather(*(forwarding.resolve(query) for query in queries))
+        finally:
+            await forwarding.pool.aclose()
+        assert forwarding.shared == len(queries) - 1 and forwarding.in_flight == 0
+
+    with FakeNameserver(default=behaviour, ttl_s=ttl_s, delay_s=0.1) as server:
+        asyncio.run(scenario(server))
+        assert server.queries == 1
+    for query in queries:
+        assert query.response is not None
+        response = dns.message.from_wire(query.response)
+        assert response.id == query.id and response.rcode() == rcode
+        assert query.response[12 : query.question_end] == query.raw[12 : query.question_end]
+        assert query.decision is not None
+        if rcode == Rcode.NOERROR:
+            assert query.decision.action is Action.FORWARDED and query.upstream == server.hostport
+        else:
+            assert query.decision.action is Action.ERROR
+
+
+def test_a_silent_upstream_answers_everyone_waiting_with_servfail_within_the_budget() -> None:
+    queries = [query_with("quiet.test", i) for i in range(50)]
+
+    async def scenario(server: FakeNameserver) -> float:
+        forwarding = forwarding_to(server, timeout_s=0.3)
+        started = time.monotonic()
+        try:
+            await asyncio.gather(*(forwarding.resolve(query) for query in queries))
+        finally:
+            await forwarding.pool.aclose()
+        assert forwarding.faults[NO_UPSTREAM] == 1  # one exchange failed, not fifty
+        return time.monotonic() - started
+
+    with FakeNameserver(default=Behaviour.SILENT) as server:
+        elapsed = asyncio.run(scenario(server))
+        assert server.queries == 1
+    assert elapsed < 0.3 + 0.2
+    assert all(q.response is not None and q.response[3] & 0x0F == Rcode.SERVFAIL for q in queries)
+
+
+def test_queries_that_differ_beyond_id_and_case_are_asked_apart() -> None:
+    async def scenario(server: FakeNameserver) -> None:
+        forwarding = forwarding_to(server)
+        try:
+            await asyncio.gather(
+                forwarding.resolve(query_with("apart.test", 1)),
+                forwarding.resolve(query_with("apart.test", 2, edns=True)),
+            )
+        finally:
+            await forwarding.pool.aclose()
+
+    with FakeNameserver(ttl_s=0, delay_s=0.1) as server:
+        asyncio.run(scenario(server))
+        assert server.queries == 2
+
+
+def test_beyond_the_in_flight_limit_a_question_is_answered_at_once_and_counted() -> None:
+    queries = [query_with(f"n{i}.test", i) for i in range(5)]
+
+    async def scenario(server: FakeNameserver) -> ForwardingStage:
+        forwarding = forwarding_to(server, timeout_s=0.5, max_in_flight=2)
+        tasks = [asyncio.ensure_future(forwarding.resolve(query)) for query in queries]
+        await asyncio.sleep(0.1)
+        done = [task.done() for task in tasks]
+        await asyncio.gather(*tasks)
+        await forwarding.pool.aclose()
+        assert done == [False, False, True, True, True]
+        return forwarding
+
+    with FakeNameserver(default=Behaviour.SILENT) as server:
+        forwarding = asyncio.run(scenario(server))
+        assert server.queries == 2
+    assert forwarding.faults[OVER_LIMIT] == 3
+    for query in queries[2:]:
+        assert query.response is not None and query.response[3] & 0x0F == Rcode.SERVFAIL
+        assert query.decision == Decision(Action.ERROR, rule="too many upstream queries in flight")
+
+
+def test_a_cancelled_exchange_still_answers_those_waiting_on_it() -> None:
+    leader, follower = query_with("gone.test", 1), query_with("gone.test", 2)
+
+    async def scenario(server: FakeNameserver) -> None:
+        forwarding = forwarding_to(server)
+        first = asyncio.ensure_future(forwarding.resolve(leader))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(forwarding.resolve(follower))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        await asyncio.wait_for(second, 1.0)
+        await forwarding.pool.aclose()
+        assert forwarding.in_flight == 0
+
+    with FakeNameserver(default=Behaviour.SILENT) as server:
+        asyncio.run(scenario(server))
+    assert follower.response is not None and follower.response[:2] == follower.raw[:2]
+    assert follower.response[3] & 0x0F == Rcode.SERVFAIL

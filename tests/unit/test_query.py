@@ -105,3 +105,50 @@ def test_skip_name_rejects_extended_labels_and_runs_off_the_end() -> None:
         skip_name(b"\x40abc", 0)
     with pytest.raises(IndexError):
         skip_name(b"\x07exam", 0)
+
+
+def edns_wire(name: str = "x.example", version: int = 0, options: bytes = b"") -> bytes:
+    """A query with one OPT record: payload 1232, DO set, `version`, raw `options`."""
+    question = dns_question(name)
+    opt = b"\x00" + struct.pack("!HHBBHH", 41, 1232, 0, version, 0x8000, len(options)) + options
+    return header(ar=1) + question + opt
+
+
+def dns_question(name: str) -> bytes:
+    labels = b"".join(bytes((len(p),)) + p.encode() for p in name.split("."))
+    return labels + b"\x00\x00\x01\x00\x01"
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (header(an=1) + dns_question("a.example"), "answer or authority"),
+        (header(ns=1) + dns_question("a.example"), "answer or authority"),
+        (header() + dns_question("a.example") + b"\x00", "1 bytes after the question"),
+        (edns_wire() + b"junk", "does not end the packet"),
+        (edns_wire()[:-1], "is cut off"),
+        (header(ar=1) + dns_question("a.example"), "is cut off"),
+        (header(ar=1) + dns_question("a.example") + b"\x01a" + bytes(10), "not an OPT record"),
+        (edns_wire()[:-11] + b"\x00\x00\x01" + edns_wire()[-8:], "type 1, not OPT"),
+        (header(ar=2) + edns_wire()[12:] + edns_wire()[-11:], "2 additional records"),
+        (edns_wire(options=b"\x00\x0a\x00\x08abc"), "runs past the packet"),
+        (edns_wire(options=b"\x00\x0a\x00"), "cut off"),
+    ],
+)
+def test_anything_but_one_question_and_one_opt_is_formerr(raw: bytes, why: str) -> None:
+    with pytest.raises(MalformedQuery, match=why) as caught:
+        parse(raw)
+    assert caught.value.rcode == Rcode.FORMERR
+
+
+def test_a_well_formed_opt_with_options_is_read() -> None:
+    query = parse(edns_wire(options=b"\x00\x0a\x00\x08" + b"c" * 8))
+    assert query.dnssec_ok and query.udp_size == 1232
+
+
+def test_a_newer_edns_version_is_badvers_with_the_question_read() -> None:
+    raw = edns_wire(version=1)
+    with pytest.raises(MalformedQuery) as caught:
+        parse(raw)
+    assert caught.value.rcode == Rcode.BADVERS
+    assert caught.value.question_end == len(raw) - 11

@@ -6,8 +6,8 @@ import dns.rcode
 import pytest
 
 from aidns.resolver.errors import ConfigError
-from aidns.resolver.query import Rcode
-from aidns.resolver.replies import BlockResponse, error_reply, fit_udp, reply
+from aidns.resolver.query import MalformedQuery, Query, Rcode, Transport
+from aidns.resolver.replies import BlockResponse, error_reply, fit_udp, refusal, reply
 
 from .helpers import make_query
 
@@ -71,3 +71,31 @@ def test_fit_udp_truncates_to_the_clients_size() -> None:
     assert answer_of(cut).flags & dns.flags.TC
     edns_query = make_query("big.example", "TXT", edns=True)
     assert fit_udp(edns_query, big) is big
+
+
+def test_badvers_carries_the_question_and_our_opt_and_is_no_longer_than_the_query() -> None:
+    query = dns.message.make_query("new.example", "A", use_edns=1, want_dnssec=True, payload=4096)
+    raw = query.to_wire()
+    with pytest.raises(MalformedQuery) as caught:
+        Query(raw, ("127.0.0.1", 1), Transport.UDP, 0.0)
+    response = refusal(raw, caught.value)
+    assert response is not None and len(response) <= len(raw)
+    message = answer_of(response)
+    assert message.id == query.id and message.question == query.question
+    assert message.rcode() == dns.rcode.BADVERS and response[3] & 0x0F == 0
+    assert message.edns == 0 and message.payload == 1232 and message.ednsflags & dns.flags.DO
+
+
+@pytest.mark.parametrize(
+    ("raw", "size"),
+    [
+        (b"\x12\x34\x81\x00" + bytes(8), None),  # a response: never answered
+        (b"\x12\x34\x01", None),  # no header
+        (b"\x12\x34\x01\x00\x00\x02" + bytes(6), 12),  # FORMERR: the bare header
+    ],
+)
+def test_a_refusal_is_never_longer_than_the_packet(raw: bytes, size: int | None) -> None:
+    with pytest.raises(MalformedQuery) as caught:
+        Query(raw, ("127.0.0.1", 1), Transport.UDP, 0.0)
+    response = refusal(raw, caught.value)
+    assert (None if response is None else len(response)) == size

@@ -266,6 +266,17 @@ def test_udp_ignores_replies_to_other_queries(server: FakeNameserver, behaviour:
     assert str(dns.message.from_wire(response).question[0].name) == "spoofed.test."
 
 
+@pytest.mark.parametrize("scheme", ["udp", "tcp"])
+def test_a_reply_with_a_cut_off_record_is_a_failure_at_once(
+    server: FakeNameserver, scheme: str
+) -> None:
+    server.behaviours["cut.test"] = Behaviour.CUT_OFF
+    started = time.monotonic()
+    with pytest.raises(UpstreamError, match="unusable reply: record 1 of 1 is cut off"):
+        run(ask(f"{scheme}://{server.hostport}", query_wire("cut.test"), timeout_s=2.0))
+    assert time.monotonic() - started < 1.0  # not a timeout
+
+
 def test_question_case_does_not_matter(server: FakeNameserver) -> None:
     response = run(ask(server.hostport, query_wire("MiXeD.Test")))
     assert addresses(response) == [ANSWER]
