@@ -101,7 +101,7 @@ def test_editor_save_styles_give_one_reload(server: Aidns, style: str) -> None:
         temporary.write_text(content)
         os.replace(temporary, target)
     elif style == "delete-then-create":
-        target.write_text("old.test\n")
+        takes_effect(server, "old.test", "0.0.0.0", lambda: target.write_text("old.test\n"))
         time.sleep(0.5)
         before = sum("reloaded:" in line for line in server_log(server))
         target.unlink()
