@@ -19,7 +19,7 @@ from aidns.resolver.config import Settings
 from aidns.resolver.datafiles import locked, write_atomic
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.rules.lists import YAML_SUFFIXES, DomainList, ListAction, list_files
-from aidns.resolver.rules.parsers import load_list
+from aidns.resolver.rules.loading import load_list
 
 STATE_NAME = "lists.state.yaml"
 STATE_HEADER = (

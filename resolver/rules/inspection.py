@@ -28,7 +28,7 @@ from aidns.resolver.rules.lists import (
     normalize_domain,
     read_source,
 )
-from aidns.resolver.rules.parsers import load_list, load_lists
+from aidns.resolver.rules.loading import load_list, load_lists
 from aidns.resolver.rules.ruleset import build_rule_set
 from aidns.resolver.rules.user import RULES_NAME, load_rules
 

@@ -11,59 +11,27 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import stat
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from aidns.resolver import yamlio
 from aidns.resolver.config import ListLimits
-from aidns.resolver.errors import ListError, excerpt
+from aidns.resolver.errors import ListError
 from aidns.resolver.memory import release_memory
-from aidns.resolver.rules.lastgood import LastGood
 from aidns.resolver.rules.lists import (
     BIG_LIST_ENTRIES,
     DOMAIN_PATTERN,
     LOCAL_NAMES,
-    TEXT_SUFFIXES,
-    YAML_SUFFIXES,
     DomainList,
     ListAction,
     Rule,
-    list_files,
     normalize_domain,
-    source_action,
 )
 
 NO_MORE_THAN_DEFAULT = ListLimits()
-LIST_KEYS = {"name", "description", "homepage", "action", "default", "domains"}
-ENTRY_KEYS = {"domain", "match", "action", "purpose", "breaks", "evidence", "verified", "note"}
 
 
-def load_list(path: Path, limits: ListLimits = NO_MORE_THAN_DEFAULT) -> DomainList:
-    """Read a YAML or text list file; raises ListError when the file can't be used at all,
-    and when it goes over one of `limits`."""
-    try:
-        regular = stat.S_ISREG(path.stat().st_mode)
-    except OSError as exc:
-        raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
-    if not regular:  # a FIFO would block the reader for good
-        raise ListError("not a regular file", source=str(path))
-    suffix = path.suffix.lower()
-    if suffix in YAML_SUFFIXES:
-        return load_yaml_list(path, limits)
-    if suffix in TEXT_SUFFIXES:
-        return load_text_list(path, source_action(path), limits)
-    raise ListError(
-        f"unknown list format {suffix!r} (use .yaml, or .txt for hosts, AdBlock or plain lists)",
-        source=str(path),
-    )
-
-
-def _read_bytes(path: Path, limits: ListLimits) -> bytes:
+def read_limited_list(path: Path, limits: ListLimits) -> bytes:
     try:
         with path.open("rb") as handle:
             data = handle.read(limits.max_bytes + 1)
@@ -91,7 +59,7 @@ def _line_too_long(path: Path, line: int, limits: ListLimits) -> ListError:
     )
 
 
-def _too_many(path: Path, limits: ListLimits) -> ListError:
+def too_many(path: Path, limits: ListLimits) -> ListError:
     return ListError(
         f"over {limits.max_entries:,} names (list_max_entries); not used", source=str(path)
     )
@@ -117,7 +85,7 @@ def load_text_list(
         subtree.extend(map(hash, names))
         exact.extend(map(hash, exact_names))
         if len(subtree) + len(exact) > limits.max_entries:
-            raise _too_many(path, limits)
+            raise too_many(path, limits)
         if len(small_subtree) + len(small_exact) < BIG_LIST_ENTRIES:
             small_subtree.extend(names[:BIG_LIST_ENTRIES])
             small_exact.extend(exact_names[:BIG_LIST_ENTRIES])
@@ -325,156 +293,3 @@ def _names_to_rules(domain_list: DomainList, subtree: list[bytes], exact: list[b
             )
     domain_list.subtree_hashes = array("q")
     domain_list.exact_hashes = array("q")
-
-
-def _entry_lines(text: str) -> list[int]:
-    """Line numbers of the items of `domains:`, only computed when an entry is bad."""
-    node = yamlio.compose(text)
-    if not isinstance(node, yaml.MappingNode):
-        return []
-    for key, value in node.value:
-        if key.value == "domains" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
-    return []
-
-
-_SWITCH = {True: True, False: False, "on": True, "off": False, "yes": True, "no": False}
-
-
-def parse_switch(value: Any) -> bool | None:
-    """`on`/`off` as YAML 1.1 reads them (booleans), or as quoted strings; None if neither."""
-    key = value.lower() if isinstance(value, str) else value
-    return _SWITCH.get(key) if isinstance(key, bool | str) else None
-
-
-def load_yaml_list(path: Path, limits: ListLimits = NO_MORE_THAN_DEFAULT) -> DomainList:
-    """A curated list: `name`, `description`, `action`, `domains` (names or mappings)."""
-    text = _read_bytes(path, limits).decode("utf-8", "replace")
-    try:
-        document = yamlio.load(text)
-    except yaml.YAMLError as exc:
-        raise yamlio.error(exc, path, ListError) from None
-    source = str(path)
-    if not isinstance(document, dict):
-        raise ListError("a list file must be a mapping with `name` and `domains`", source=source)
-    unknown = sorted(set(map(str, document)) - LIST_KEYS)
-    if unknown:
-        raise ListError(
-            f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(LIST_KEYS))}",
-            source=source,
-        )
-    try:
-        action = ListAction(str(document.get("action", "block")).lower())
-    except ValueError:
-        raise ListError(
-            f"action: {excerpt(document.get('action'))} is not block, watch or allow", source=source
-        ) from None
-    domains = document.get("domains")
-    if not isinstance(domains, list):
-        raise ListError("`domains` must be a list of names", source=source)
-    if len(domains) > limits.max_entries:
-        raise _too_many(path, limits)
-    default = parse_switch(document.get("default", "on"))
-    if default is None:
-        raise ListError(
-            f"default: {excerpt(document.get('default'))} is not on or off", source=source
-        )
-    domain_list = DomainList(
-        name=str(document.get("name") or path.stem),
-        action=action,
-        source=source,
-        description=" ".join(str(document.get("description") or "").split()),
-        enabled=default,
-        homepage=str(document.get("homepage") or ""),
-        enabled_by_default=default,
-    )
-    lines: list[int] | None = None
-    for index, item in enumerate(domains):
-        try:
-            domain_list.rules.append(_rule_from_entry(item, domain_list))
-        except ValueError as exc:
-            if lines is None:
-                lines = _entry_lines(text)
-            where = f"{source}:{lines[index]}" if index < len(lines) else source
-            domain_list.note_problem(f"{where}: {exc}")
-    if len(domain_list.rules) >= BIG_LIST_ENTRIES:
-        _rules_to_hashes(domain_list)
-    return domain_list
-
-
-_BREAKS = {False: "no", True: "yes"}
-
-
-def _rule_from_entry(item: Any, domain_list: DomainList) -> Rule:
-    if isinstance(item, str):
-        exact = item.startswith("=")
-        return Rule(
-            normalize_domain(item.lstrip("=")).decode(), domain_list.action, domain_list.name, exact
-        )
-    if not isinstance(item, dict) or "domain" not in item:
-        raise ValueError(f"an entry must be a name or a mapping with `domain`, not {excerpt(item)}")
-    unknown = sorted(set(map(str, item)) - ENTRY_KEYS)
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {', '.join(unknown)} in entry for {excerpt(item['domain'])}"
-        )
-    match = str(item.get("match", "subtree")).lower()
-    if match not in ("subtree", "exact"):
-        raise ValueError(f"match: {excerpt(match)} is not subtree or exact")
-    try:
-        action = ListAction(str(item.get("action", domain_list.action)).lower())
-    except ValueError:
-        raise ValueError(
-            f"action: {excerpt(item.get('action'))} is not block, watch or allow"
-        ) from None
-    breaks = item.get("breaks", "")
-    return Rule(
-        domain=normalize_domain(str(item["domain"])).decode(),
-        action=action,
-        list_name=domain_list.name,
-        exact=match == "exact",
-        purpose=str(item.get("purpose", "")),
-        breaks=_BREAKS.get(breaks, str(breaks)) if isinstance(breaks, bool) else str(breaks),
-        evidence=" ".join(str(item.get("evidence", "")).split()),
-        verified=item.get("verified", True) is not False,
-        note=" ".join(str(item.get("note", "")).split()),
-    )
-
-
-def _rules_to_hashes(domain_list: DomainList) -> None:
-    """A big YAML list keeps only the hashes of the rules that take the list's own action."""
-    own = [r for r in domain_list.rules if r.action is domain_list.action]
-    domain_list.subtree_hashes = array(
-        "q", sorted({hash(r.domain.encode()) for r in own if not r.exact})
-    )
-    domain_list.exact_hashes = array("q", sorted({hash(r.domain.encode()) for r in own if r.exact}))
-    domain_list.rules = [r for r in domain_list.rules if r.action is not domain_list.action]
-
-
-def load_lists(
-    directories: Iterable[Path],
-    limits: ListLimits = NO_MORE_THAN_DEFAULT,
-    last_good: LastGood | None = None,
-) -> tuple[list[DomainList], list[str]]:
-    """Every list in the directories; a list with the same name in a later directory replaces it.
-    With `last_good`, a list that can't be used now is its last good version, if it has one."""
-    by_name: dict[str, DomainList] = {}
-    errors: list[str] = []
-    for path in list_files(directories):
-        try:
-            loaded = load_list(path, limits)
-        except ListError as exc:
-            kept = last_good.fetch(path) if last_good is not None else None
-            if kept is None:
-                errors.append(str(exc))
-                continue
-            errors.append(f"{exc}; using its last good version, from {kept.when}")
-            loaded = kept.domain_list
-        else:
-            if last_good is not None:
-                last_good.keep(path, loaded)
-        errors.extend(loaded.problems)
-        if loaded.skipped > len(loaded.problems):
-            errors.append(f"{loaded.source}: {loaded.skipped} bad entries skipped in all")
-        by_name[loaded.name] = loaded
-    return list(by_name.values()), errors

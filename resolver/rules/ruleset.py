@@ -14,8 +14,8 @@ from aidns.resolver.errors import ConfigError
 from aidns.resolver.rules.catalogue import apply_list_choices
 from aidns.resolver.rules.lastgood import LastGood
 from aidns.resolver.rules.lists import DomainList, ListAction, Rule, normalize_domain
+from aidns.resolver.rules.loading import load_lists
 from aidns.resolver.rules.matcher import DomainMatcher
-from aidns.resolver.rules.parsers import load_lists
 from aidns.resolver.rules.user import RULES_NAME, ProcessRules, load_rules, rule_lists
 
 

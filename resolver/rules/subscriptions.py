@@ -37,7 +37,8 @@ from aidns.resolver.rules.lists import (
     read_source,
     source_path,
 )
-from aidns.resolver.rules.parsers import load_text_list, load_yaml_list
+from aidns.resolver.rules.parsers import load_text_list
+from aidns.resolver.rules.yamllists import load_yaml_list
 
 FETCH_TIMEOUT_S = 30.0
 TOTAL_TIMEOUT_FACTOR = 10  # a whole download may take this many idle timeouts

@@ -10,7 +10,7 @@ import yaml
 from aidns.resolver import yamlio
 from aidns.resolver.rules.catalogue import LIST_NAME
 from aidns.resolver.rules.lists import domain_covers, list_files, normalize_domain
-from aidns.resolver.rules.parsers import LIST_KEYS, parse_switch
+from aidns.resolver.rules.yamllists import LIST_KEYS, parse_switch
 
 PURPOSES = (
     "telemetry",

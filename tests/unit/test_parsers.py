@@ -11,8 +11,9 @@ import pytest
 from aidns.resolver.errors import ListError
 from aidns.resolver.query import Action
 from aidns.resolver.rules.lists import BIG_LIST_ENTRIES, ListAction
+from aidns.resolver.rules.loading import load_list, load_lists
 from aidns.resolver.rules.matcher import DomainMatcher
-from aidns.resolver.rules.parsers import load_list, load_lists, load_text_list
+from aidns.resolver.rules.parsers import load_text_list
 
 
 def write(path: Path, *lines: str) -> Path:

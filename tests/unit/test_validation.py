@@ -9,8 +9,8 @@ import pytest
 from aidns.resolver.config import shipped_lists_dir
 from aidns.resolver.query import Action
 from aidns.resolver.rules.lists import ListAction, list_files
+from aidns.resolver.rules.loading import load_list, load_lists
 from aidns.resolver.rules.matcher import DomainMatcher
-from aidns.resolver.rules.parsers import load_list, load_lists
 from aidns.resolver.rules.validation import validate_catalogue
 
 SHIPPED = shipped_lists_dir()
