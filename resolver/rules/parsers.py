@@ -1,4 +1,4 @@
-"""Reading list files: hosts, AdBlock and plain text lists, and aidns's own YAML lists.
+"""Reading text lists: hosts, AdBlock and plain names, within the list limits.
 
 Text lists may be in any of the formats Pi-hole, AdGuard Home and Blocky read: hosts lines
 (`0.0.0.0 a.example b.example`, exact names, as those tools match them), plain names and
