@@ -1,0 +1,48 @@
+"""A restarted server maps the last rule snapshot when its files are unchanged, else compiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dns.message
+import dns.query
+
+from .conftest import Aidns, Dnsmasq, start_aidns
+
+
+def first_address(server: Aidns, name: str) -> str:
+    response = dns.query.udp(
+        dns.message.make_query(name, "A"), "127.0.0.1", port=server.port(), timeout=3
+    )
+    return next((r.to_text() for rrset in response.answer for r in rrset), "none")
+
+
+def serve_once(tmp_path: Path, dnsmasq: Dnsmasq, *names: str) -> tuple[list[str], list[str]]:
+    server = start_aidns(tmp_path, f"--upstream=127.0.0.1:{dnsmasq.port}")
+    try:
+        answers = [first_address(server, name) for name in names]
+    finally:
+        server.stop()
+    return answers, server.log
+
+
+def test_a_restart_maps_the_last_snapshot_unless_a_file_changed(
+    tmp_path: Path, dnsmasq: Dnsmasq
+) -> None:
+    lists = tmp_path / "data" / "lists"
+    lists.mkdir(parents=True)
+    (lists / "mine.txt").write_text("first.test\n")
+    answers, log = serve_once(tmp_path, dnsmasq, "first.test")
+    assert answers == ["0.0.0.0"]
+    assert not any("from the last snapshot" in line for line in log)
+    seed = (tmp_path / "data" / "hashseed").read_text()
+
+    answers, log = serve_once(tmp_path, dnsmasq, "first.test")
+    assert answers == ["0.0.0.0"]
+    assert any("rules from the last snapshot" in line for line in log), log
+    assert (tmp_path / "data" / "hashseed").read_text() == seed
+
+    (lists / "mine.txt").write_text("first.test\nsecond.test\n")  # while aidns is stopped
+    answers, log = serve_once(tmp_path, dnsmasq, "second.test", "first.test")
+    assert answers == ["0.0.0.0", "0.0.0.0"]
+    assert not any("from the last snapshot" in line for line in log)
