@@ -78,4 +78,4 @@ def own_config_and_data(
     monkeypatch.setenv("AIDNS_DATA_DIR", str(home / "data" / "aidns"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
-    monkeypatch.setattr("aidns.resolver.config._is_root", lambda: False)
+    monkeypatch.setattr("aidns.resolver.configfile._is_root", lambda: False)
