@@ -35,6 +35,7 @@ from aidns.resolver.stages.caching import AnswerCache, CachingStage
 from aidns.resolver.stages.forwarding import ForwardingStage
 from aidns.resolver.stages.processrules import ProcessRulesStage
 from aidns.resolver.system.sdnotify import notify, watchdog_interval_s
+from aidns.resolver.tcpclients import raise_open_files_limit
 from aidns.resolver.upstream.pool import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Resolver:
             observers.append(self.query_log)
         self.pipeline = Pipeline(stages, final, observers=observers)
         self.stats = self.pipeline.stats
-        self.server = DnsServer(self.pipeline, settings.listen, settings.tcp_idle_timeout_s)
+        self.server = DnsServer(self.pipeline, settings.listen, settings.tcp)
         self.started_at = time.time()
         self.reloaded_at: float | None = None
         self.follow_resolv_conf = settings.follow_resolv_conf
@@ -157,6 +158,7 @@ class Resolver:
             ],
             "rules": self.rules.matcher.rule_count,
             "errors": self.errors,
+            "tcp": self.server.tcp_clients.status(),
             "query_log": {"written": self.query_log.written, "dropped": self.query_log.dropped},
             "cache": {
                 "entries": len(self.cache),
@@ -305,6 +307,7 @@ def serve_until_stopped(load_settings: Callable[[], Settings]) -> None:
     """Serve until SIGINT or SIGTERM; `load_settings` is read again on every reload."""
     settings = _loaded(load_settings)
     ensure_data_dir(settings.data_dir)
+    raise_open_files_limit()
     asyncio.run(Resolver(settings, reload_settings=load_settings).run())
 
 
