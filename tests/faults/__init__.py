@@ -1,0 +1,1 @@
+"""Fault injection: the real aidns under hostile clients, files and upstreams."""
