@@ -190,12 +190,32 @@ def status(
         stale = found.get("cache", {}).get("stale_answers", 0)
         if stale:
             typer.echo(f"answered {stale} queries from expired cache entries: no upstream answered")
+        tcp = describe_tcp(found.get("tcp", {}))
+        if tcp:
+            typer.echo(tcp)
     if paused is not None:
         ends = "until resumed" if paused == float("inf") else f"until {when(paused)}"
         typer.echo(f"blocking is PAUSED {ends}")
     for error in (found or {}).get("errors", []) if running else []:
         typer.echo(f"error: {error}")
     raise typer.Exit(0 if running else 1)
+
+
+def describe_tcp(tcp: dict[str, Any]) -> str | None:
+    """What the TCP client limits did, or None when they never had to act."""
+    acts = {
+        "closed_idle_for_new": "closed {} idle to make room",
+        "refused_at_limit": "refused {} with none idle",
+        "closed_stalled": "closed {} that did not read their answers",
+    }
+    done = [words.format(tcp[key]) for key, words in acts.items() if tcp.get(key)]
+    errors = ", ".join(f"{kind} {count}" for kind, count in tcp.get("accept_errors", {}).items())
+    if errors:
+        done.append(f"failed to accept ({errors})")
+    if not done:
+        return None
+    acted = ", ".join(done)
+    return f"TCP clients: {tcp.get('clients', 0)} open, at most {tcp.get('limit')}; {acted}"
 
 
 def describe_upstream(health: dict[str, Any]) -> str:

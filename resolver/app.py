@@ -34,10 +34,11 @@ from aidns.resolver.stages.access import AccessStage
 from aidns.resolver.stages.attribution import AttributionStage
 from aidns.resolver.stages.blocking import BlockingStage
 from aidns.resolver.stages.caching import AnswerCache, CachingStage
-from aidns.resolver.stages.forwarding import ForwardingStage
+from aidns.resolver.stages.forwarding import ForwardingStage, upstream_query_limit
 from aidns.resolver.stages.processrules import ProcessRulesStage
 from aidns.resolver.system.hashseed import run_under_seed
 from aidns.resolver.system.sdnotify import notify, watchdog_interval_s
+from aidns.resolver.tcpclients import client_limit, open_files_limit, raise_open_files_limit
 from aidns.resolver.upstream.pool import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,13 @@ class Resolver:
             budget_s=settings.attribution_budget_s,
             faults=self.faults,
         )
-        self.forwarding = ForwardingStage(self.pool, self.cache, self.faults)
+        tcp_clients = client_limit(settings.tcp.max_clients, open_files_limit())
+        self.forwarding = ForwardingStage(
+            self.pool,
+            self.cache,
+            self.faults,
+            max_in_flight=upstream_query_limit(open_files_limit(), tcp_clients),
+        )
         stages, final = default_stages(
             access=self.access,
             attribution=self.attribution,
@@ -98,7 +105,7 @@ class Resolver:
             observers.append(self.query_log)
         self.pipeline = Pipeline(stages, final, observers=observers, faults=self.faults)
         self.stats = self.pipeline.stats
-        self.server = DnsServer(self.pipeline, settings.listen, settings.tcp_idle_timeout_s)
+        self.server = DnsServer(self.pipeline, settings.listen, settings.tcp)
         self.started_at = time.time()
         self.reloaded_at: float | None = None
         self.follow_resolv_conf = settings.follow_resolv_conf
@@ -201,6 +208,7 @@ class Resolver:
                 "max_in_flight": self.forwarding.max_in_flight,
                 "shared": self.forwarding.shared,
             },
+            "tcp": self.server.tcp_clients.status(),
             "query_log": {"written": self.query_log.written, "dropped": self.query_log.dropped},
             "cache": {
                 "entries": len(self.cache),
@@ -365,6 +373,7 @@ def serve_until_stopped(load_settings: Callable[[], Settings]) -> None:
     settings = _loaded(load_settings)
     ensure_data_dir(settings.data_dir)
     run_under_seed(settings.data_dir)
+    raise_open_files_limit()
     asyncio.run(Resolver(settings, reload_settings=load_settings).run())
 
 

@@ -1,7 +1,7 @@
 """Settings from the config file, the environment and flags, in that order of weakness.
 
 Config owns its types: Settings and the frozen config of each part (CacheConfig,
-QueryLogConfig; ListenAddress and UpstreamSpec from endpoints) are defined here or below,
+QueryLogConfig, TcpConfig; ListenAddress and UpstreamSpec from endpoints) are defined here or below,
 and the stages, the server and the query log receive them.
 """
 
@@ -108,6 +108,27 @@ class ListLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class TcpConfig:
+    """Bounds on local TCP clients, so none can take descriptors or memory without limit."""
+
+    idle_timeout_s: float = 10.0
+    # A machine's own programs hold few TCP connections (glibc opens one per truncated
+    # answer); dnsmasq caps its TCP children at 20. 100 leaves room for clients that keep
+    # connections open, yet stays far below a service's usual 1024 open files.
+    max_clients: int = 100
+    max_queued_bytes: int = 65536  # unsent answers per client before it is no longer read
+    max_in_progress: int = 16  # queries per client waiting on an upstream
+
+    def describe(self) -> str:
+        return (
+            f"tcp: at most {self.max_clients} clients, each read no further while "
+            f"{self.max_queued_bytes} bytes of answers wait to be sent or "
+            f"{self.max_in_progress} queries are in progress, dropped after "
+            f"{self.idle_timeout_s:g} s idle or stalled"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `serve` needs, resolved and checked."""
 
@@ -123,7 +144,7 @@ class Settings:
     attribution_budget_s: float
     upstream_timeout_s: float
     upstream_ca: Path | None
-    tcp_idle_timeout_s: float
+    tcp: TcpConfig
     log_level: str
     bootstrap: tuple[UpstreamSpec, ...]
     bootstrap_source: str
@@ -143,6 +164,7 @@ class Settings:
             f"config: {self.config_path or '(none)'}",
             f"data dir: {self.data_dir}",
             f"listen: {', '.join(map(str, self.listen))}",
+            self.tcp.describe(),
             f"access: loopback{''.join(', ' + str(n) for n in self.allow_nets)}",
             f"blocking: block_response {self.block_response}, ttl {self.block_response.ttl_s} s; "
             f"lists from {', '.join(map(str, self.list_dirs))}",
@@ -258,7 +280,7 @@ def load_settings(
         attribution_budget_s=config.number("attribution_budget_ms", None, 2.0, 0.1) / 1000,
         upstream_timeout_s=config.number("upstream_timeout", upstream_timeout_s, 2.0, 0.05),
         upstream_ca=ca_bundle,
-        tcp_idle_timeout_s=config.number("tcp_idle_timeout", None, 10.0, 0.1),
+        tcp=_tcp_config(config),
         log_level=level,
         bootstrap=bootstrap_specs,
         bootstrap_source=bootstrap_source,
@@ -301,6 +323,18 @@ def _cache_config(config: ConfigFile, size: int | None) -> CacheConfig:
         max_ttl_s=int(config.number("cache_max_ttl", None, 86400, 0)),
         min_ttl_s=int(config.number("cache_min_ttl", None, 0, 0)),
         serve_stale_s=int(config.number("cache_serve_stale", None, 86400, 0)),
+    )
+
+
+def _tcp_config(config: ConfigFile) -> TcpConfig:
+    default = TcpConfig()
+    return TcpConfig(
+        idle_timeout_s=config.number("tcp_idle_timeout", None, default.idle_timeout_s, 0.1),
+        max_clients=int(config.number("tcp_max_clients", None, default.max_clients, 1)),
+        max_queued_bytes=int(
+            config.number("tcp_max_queued_bytes", None, default.max_queued_bytes, 1024)
+        ),
+        max_in_progress=int(config.number("tcp_max_in_progress", None, default.max_in_progress, 1)),
     )
 
 

@@ -1,7 +1,8 @@
 """UDP and TCP listeners: framing, truncation, and bytes to Query and back.
 
 UDP is read by one plain thread per socket, which answers blocked and cached names itself
-and hands the rest to the event loop; TCP is served by asyncio streams.
+and hands the rest to the event loop; TCP is served by asyncio streams, within the bounds
+of tcpclients.
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from aidns.resolver.config import TcpConfig
 from aidns.resolver.endpoints import ListenAddress
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.pipeline import Pipeline
 from aidns.resolver.query import PLAIN_UDP_SIZE, MalformedQuery, Query, Rcode, Transport
 from aidns.resolver.replies import fit_udp, refusal, reply
+from aidns.resolver.tcpclients import TcpClient, TcpClients, open_files_limit, open_streams
 
 log = logging.getLogger(__name__)
 
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_UDP_PACKET = 65535
+TCP_READ_AHEAD = 16 * 1024  # a TCP client's unread queries held: at most twice this
 
 
 class DnsServer:
@@ -35,27 +39,27 @@ class DnsServer:
         self,
         pipeline: Pipeline,
         listen: Sequence[ListenAddress],
-        tcp_idle_timeout_s: float = 10.0,
+        tcp: TcpConfig | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.listen = tuple(listen)
-        self.tcp_idle_timeout_s = tcp_idle_timeout_s
+        self.tcp = tcp or TcpConfig()
+        self.tcp_clients = TcpClients(self.tcp, self._serve_tcp, open_files=None)
         self.bound: list[tuple[Transport, ListenAddress]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp_sockets: list[socket.socket] = []
         self._udp_threads: list[threading.Thread] = []
-        self._tcp_servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.tcp_clients = TcpClients(self.tcp, self._serve_tcp, open_files_limit())
         for address in self.listen:
             udp, tcp = _bind_pair(address)
             port = udp.getsockname()[1]
             self._udp_sockets.append(udp)
-            server = await asyncio.start_server(self._serve_tcp, sock=tcp)
-            self._tcp_servers.append(server)
+            self.tcp_clients.listen(tcp)
             for transport in (Transport.UDP, Transport.TCP):
                 bound = ListenAddress(address.host, port)
                 self.bound.append((transport, bound))
@@ -77,16 +81,14 @@ class DnsServer:
         for sock in self._udp_sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        for server in self._tcp_servers:
-            server.close()
+        self.tcp_clients.stop_accepting()
         for thread in self._udp_threads:
             await asyncio.to_thread(thread.join, 2.0)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for server in self._tcp_servers:
-            await server.wait_closed()
+        await self.tcp_clients.aclose()
         for sock in self._udp_sockets:
             sock.close()
 
@@ -159,28 +161,61 @@ class DnsServer:
             return
         _send_quietly(send, fit_udp(query, task.result()), query.client)
 
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = writer.get_extra_info("peername")
-        local = tuple(writer.get_extra_info("sockname")[:2])
-        pending: set[asyncio.Task[Any]] = set()
+    async def _serve_tcp(self, tcp_client: TcpClient) -> None:
+        idle_timeout_s = self.tcp.idle_timeout_s
+        max_queued, max_in_progress = self.tcp.max_queued_bytes, self.tcp.max_in_progress
+        pending = tcp_client.pending
+        writer: asyncio.StreamWriter | None = None
         try:
+            reader, writer = await open_streams(tcp_client, TCP_READ_AHEAD)
+            transport = writer.transport
+            transport.set_write_buffer_limits(high=max_queued)
+            client = writer.get_extra_info("peername")
+            local = tuple(writer.get_extra_info("sockname")[:2])
             while not self._stopping:
                 try:
-                    prefix = await asyncio.wait_for(reader.readexactly(2), self.tcp_idle_timeout_s)
+                    over = (
+                        len(pending) >= max_in_progress
+                        or transport.get_write_buffer_size() > max_queued
+                    )
+                    if over and not await self._wait_for_room(writer, pending):
+                        self.tcp_clients.stalled_client(tcp_client)
+                        break
+                    tcp_client.waiting = True
+                    prefix = await asyncio.wait_for(reader.readexactly(2), idle_timeout_s)
+                    tcp_client.waiting = False
+                    self.tcp_clients.touch(tcp_client)
                     data = await asyncio.wait_for(
-                        reader.readexactly(int.from_bytes(prefix, "big")), self.tcp_idle_timeout_s
+                        reader.readexactly(int.from_bytes(prefix, "big")), idle_timeout_s
                     )
                 except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                     break
                 response = self._answer_tcp(data, client, local, pending, writer)
                 if response is not None:
                     _write_framed(writer, response)
+            tcp_client.waiting = False
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         except Exception:
             self._log_unexpected("serving a TCP connection")
         finally:
-            writer.close()
+            self.tcp_clients.forget(tcp_client)
+            if writer is not None and not writer.transport.get_write_buffer_size():
+                writer.close()
+            else:  # answers left unread would hold the descriptor, out of the limit's sight
+                tcp_client.close_now()
+
+    async def _wait_for_room(self, writer: asyncio.StreamWriter, pending: set[Any]) -> bool:
+        """Waits, reading nothing, while the client's unsent answers are over the bound or
+        too many of its queries are in progress; False when that outlasts the idle timeout."""
+        try:
+            async with asyncio.timeout(self.tcp.idle_timeout_s):
+                while len(pending) >= self.tcp.max_in_progress:
+                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                await writer.drain()
+        except TimeoutError:
+            return False
+        return True
 
     def _answer_tcp(
         self,

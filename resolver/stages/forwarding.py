@@ -25,6 +25,7 @@ from aidns.resolver.faults import Faults
 from aidns.resolver.query import Action, Decision, Query, Rcode
 from aidns.resolver.replies import reply
 from aidns.resolver.stages.caching import STALE, AnswerCache
+from aidns.resolver.tcpclients import FD_RESERVE
 from aidns.resolver.upstream.pool import UpstreamPool
 
 MAX_UPSTREAM_QUERIES_IN_FLIGHT = 1024  # exchanges at once; beyond it stale or SERVFAIL at once
@@ -60,6 +61,15 @@ def _sharing_key(query: Query) -> bytes:
     """The query's bytes but for the ID, name in lower case: queries that may share an answer."""
     raw, end = query.raw, query.question_end
     return raw[2:12] + raw[12:end].lower() + raw[end:]
+
+
+def upstream_query_limit(open_files: int | None, tcp_clients: int) -> int:
+    """Upstream queries in flight: each holds a descriptor, so at most what the open-files
+    limit leaves after the TCP clients and the reserve, and never fewer than 16."""
+    if open_files is None:
+        return MAX_UPSTREAM_QUERIES_IN_FLIGHT
+    room = open_files - tcp_clients - FD_RESERVE
+    return max(16, min(MAX_UPSTREAM_QUERIES_IN_FLIGHT, room))
 
 
 class ForwardingStage:

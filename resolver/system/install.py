@@ -23,6 +23,8 @@ CONFIG_PATH = "/etc/aidns/config.yaml"
 DATA_DIR = "/var/lib/aidns"
 LOG_PATH = "/var/log/aidns.log"
 SHIPPED_EXECUTABLE = "/usr/local/bin/aidns"  # the path in the unit and plist in the repository
+OPEN_FILES_LINUX = 65536
+OPEN_FILES_MACOS = 10240  # OPEN_MAX, within any Mac's kern.maxfilesperproc
 STARTER_CONFIG = """\
 # aidns config: every key is described in `aidns serve --help` and the README.
 # Without `upstream:`, aidns keeps the system's nameservers from its first start in
@@ -50,6 +52,10 @@ ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=2s
 Environment=AIDNS_CONFIG=/etc/aidns/config.yaml AIDNS_DATA_DIR=/var/lib/aidns
+# Open files: TCP clients (tcp_max_clients) may use all but 64, which are kept for upstream
+# sockets and files, so that forwarding never runs out. aidns also raises its soft limit to
+# the hard one itself.
+LimitNOFILE={open_files}
 
 # An unprivileged user made up at each start; /var/lib/aidns (the rules, the query log)
 # belongs to it. /etc/aidns is the config, read-only to the service.
@@ -103,7 +109,7 @@ WantedBy=multi-user.target
 
 
 def render_unit(executable: str = SHIPPED_EXECUTABLE) -> str:
-    return UNIT_TEMPLATE.format(executable=executable)
+    return UNIT_TEMPLATE.format(executable=executable, open_files=OPEN_FILES_LINUX)
 
 
 def launchd_plist(executable: str = SHIPPED_EXECUTABLE) -> dict[str, object]:
@@ -116,6 +122,7 @@ def launchd_plist(executable: str = SHIPPED_EXECUTABLE) -> dict[str, object]:
         "RunAtLoad": True,
         "KeepAlive": True,
         "ThrottleInterval": 5,
+        "SoftResourceLimits": {"NumberOfFiles": OPEN_FILES_MACOS},
         "StandardOutPath": LOG_PATH,
         "StandardErrorPath": LOG_PATH,
     }

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,8 +101,10 @@ def start_aidns(
     *args: str,
     listen: tuple[str, ...] = ("127.0.0.1:0",),
     env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> Aidns:
-    """Start the real server; `args` or the config file must give a loopback upstream."""
+    """Start the real server; `args` or the config file must give a loopback upstream.
+    `preexec_fn` runs in the child before aidns (to set its resource limits, say)."""
     data_dir = tmp_path / "data"
     config = tmp_path / "config.yaml"
     if not config.exists():
@@ -116,6 +118,7 @@ def start_aidns(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        preexec_fn=preexec_fn,
     )
     server = Aidns(process, data_dir)
     deadline = time.monotonic() + 15

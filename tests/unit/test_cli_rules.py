@@ -6,7 +6,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from aidns.cli.main import app
-from aidns.cli.rules import describe_upstream
+from aidns.cli.rules import describe_tcp, describe_upstream
 
 runner = CliRunner()
 
@@ -72,4 +72,14 @@ def test_upstream_health_in_words() -> None:
     )
     assert describe_upstream({"upstream": "1.1.1.1", "rtt_ms": None, "failures_in_a_row": 0}) == (
         "1.1.1.1 not asked yet"
+    )
+
+
+def test_tcp_limits_in_words_only_once_they_acted() -> None:
+    quiet = {"clients": 3, "limit": 100, "closed_idle_for_new": 0, "accept_errors": {}}
+    assert describe_tcp(quiet) is None
+    acted = {**quiet, "closed_idle_for_new": 7, "closed_stalled": 1, "accept_errors": {"EMFILE": 2}}
+    assert describe_tcp(acted) == (
+        "TCP clients: 3 open, at most 100; closed 7 idle to make room, closed 1 that did not "
+        "read their answers, failed to accept (EMFILE 2)"
     )

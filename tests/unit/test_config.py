@@ -8,6 +8,7 @@ import pytest
 from aidns.resolver.config import (
     FALLBACK_UPSTREAM,
     Settings,
+    TcpConfig,
     load_settings,
     remember_upstreams,
 )
@@ -63,12 +64,26 @@ def test_flags_beat_config(tmp_path: Path) -> None:
         ("- a list\n", ":1: the config must be a mapping"),
         ("lists: {drop: [x]}\n", ":1: lists"),
         ("bootstrap: ['tls://dns.google']\n", ":1: bootstrap: 'tls://dns.google' must be given"),
+        ("tcp_max_clients: 0\n", ":1: tcp_max_clients: expected a number of TCP connections"),
+        ("\ntcp_max_queued_bytes: lots\n", ":2: tcp_max_queued_bytes: expected a number"),
+        ("tcp_max_in_progress: -1\n", ":1: tcp_max_in_progress: expected a number"),
     ],
 )
 def test_config_errors_name_file_and_line(tmp_path: Path, config: str, where: str) -> None:
     with pytest.raises(ConfigError) as caught:
         settings_for(tmp_path, config)
     assert str(caught.value).startswith(str(tmp_path / "config.yaml") + where)
+
+
+def test_tcp_limits_have_defaults_and_come_from_the_config(tmp_path: Path) -> None:
+    assert settings_for(tmp_path).tcp == TcpConfig(10.0, 100, 65536, 16)
+    settings = settings_for(
+        tmp_path,
+        "tcp_idle_timeout: 2\ntcp_max_clients: 5\ntcp-max-queued-bytes: 4096\n"
+        "tcp_max_in_progress: 2\n",
+    )
+    assert settings.tcp == TcpConfig(2.0, 5, 4096, 2)
+    assert "tcp: at most 5 clients" in "\n".join(settings.describe())
 
 
 def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:

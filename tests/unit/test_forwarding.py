@@ -205,3 +205,16 @@ def test_a_cancelled_exchange_still_answers_those_waiting_on_it() -> None:
         asyncio.run(scenario(server))
     assert follower.response is not None and follower.response[:2] == follower.raw[:2]
     assert follower.response[3] & 0x0F == Rcode.SERVFAIL
+
+
+def test_upstream_queries_in_flight_leave_descriptors_for_tcp_clients() -> None:
+    from aidns.resolver.stages.forwarding import (
+        MAX_UPSTREAM_QUERIES_IN_FLIGHT,
+        upstream_query_limit,
+    )
+
+    assert upstream_query_limit(None, 100) == MAX_UPSTREAM_QUERIES_IN_FLIGHT
+    assert upstream_query_limit(65536, 100) == MAX_UPSTREAM_QUERIES_IN_FLIGHT
+    assert upstream_query_limit(1024, 100) == 1024 - 100 - 64
+    assert upstream_query_limit(200, 100) == 36
+    assert upstream_query_limit(150, 100) == 16

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aidns.cli.main import app
+from aidns.resolver.config import TcpConfig
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.system.install import (
     LAUNCHD_LABEL,
@@ -19,6 +20,7 @@ from aidns.resolver.system.install import (
     render_unit,
 )
 from aidns.resolver.system.setupdns import RECORD_NAME
+from aidns.resolver.tcpclients import FD_RESERVE
 
 runner = CliRunner()
 REPO = Path(__file__).parent.parent.parent
@@ -72,6 +74,15 @@ def test_unit_runs_serve_unprivileged_with_only_the_capabilities_it_needs() -> N
         if blinding != "User":
             assert f"#   {blinding}=" in UNIT_FILE.read_text()
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_the_service_may_open_enough_files_for_every_tcp_client_and_the_reserve() -> None:
+    service = parse_unit(UNIT_FILE.read_text())["Service"]
+    assert service["LimitNOFILE"] == ["65536"]  # one value: soft and hard alike
+    assert int(service["LimitNOFILE"][0]) - FD_RESERVE >= TcpConfig().max_clients
+    plist = plistlib.loads(PLIST_FILE.read_bytes())
+    open_files = plist["SoftResourceLimits"]["NumberOfFiles"]
+    assert open_files - FD_RESERVE >= TcpConfig().max_clients
 
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
