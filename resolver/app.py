@@ -192,7 +192,7 @@ class Resolver:
             "rules": self.compiled.matcher.rule_count,
             "rules_generation": self.compiled.generation,
             "errors": self.errors,
-            "query_log": {"written": self.query_log.written, "dropped": self.query_log.dropped},
+            "query_log": self.query_log.counts(),
             "cache": {
                 "entries": len(self.cache),
                 "stale_answers": self.cache.stale_hits,
