@@ -209,7 +209,7 @@ class Resolver:
                 "shared": self.forwarding.shared,
             },
             "tcp": self.server.tcp_clients.status(),
-            "query_log": {"written": self.query_log.written, "dropped": self.query_log.dropped},
+            "query_log": self.query_log.counts(),
             "cache": {
                 "entries": len(self.cache),
                 "stale_answers": self.cache.stale_hits,

@@ -76,7 +76,11 @@ def connect(path: Path, *, readonly: bool = False, timeout_s: float = 5.0) -> sq
         connection.row_factory = sqlite3.Row
         return connection
     connection = sqlite3.connect(path, timeout=timeout_s, check_same_thread=False)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.executescript(SCHEMA)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.executescript(SCHEMA)
+    except sqlite3.Error:
+        connection.close()  # not left open on a file that is about to be moved aside
+        raise
     return connection

@@ -6,9 +6,11 @@ Description:
     row with a `count`, so a flood costs a dict increment per query, not an insert; the
     pipeline hands over a socket's repeats already counted. One writer thread inserts each
     window (WAL mode), applies retention, and can mirror every row as a JSON line. When the
-    window is full, new records are dropped and counted: logging never slows an answer. A
-    full disk, a locked or a corrupt database is reported once; the server keeps answering
-    and the writer tries again, moving a corrupt file aside.
+    window is full, new records are dropped and counted: logging never slows an answer.
+    Every query handed over ends up counted as written or dropped, and drops are said in
+    aidns's log, at most once every 10 s with the number since the last time. A file that
+    was deleted, replaced or damaged is handled by `LogDatabase`; a full disk or a locked
+    database is reported once, and the writer tries again.
 Configuration:
     query_log (on/off), query_log_days, query_log_rows, query_log_jsonl (a path, or "-").
 Example:
@@ -18,25 +20,23 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import math
 import sqlite3
-import struct
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import dnslib
-
 from aidns.resolver.config import QueryLogConfig
 from aidns.resolver.memory import release_memory
-from aidns.resolver.query import Decision, ProcessInfo, Query, rcode_name, skip_name
-from aidns.resolver.querylog.schema import COLUMNS, INSERT_ROW, connect, reversed_name
+from aidns.resolver.query import Decision, ProcessInfo, Query
+from aidns.resolver.querylog.database import LogDatabase
+from aidns.resolver.querylog.schema import COLUMNS, INSERT_ROW, reversed_name
+from aidns.resolver.querylog.summary import summarize
 
 log = logging.getLogger(__name__)
 
@@ -44,48 +44,6 @@ ROWS_AT_ONCE = 2000
 RELEASE_AFTER_ROWS = 5000  # a batch this big leaves megabytes the heap would otherwise keep
 QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA"}
 QTYPES |= {33: "SRV", 35: "NAPTR", 43: "DS", 48: "DNSKEY", 64: "SVCB", 65: "HTTPS", 255: "ANY"}
-_RR_FIXED = struct.Struct("!HHIH")
-
-
-
-
-def summarize(response: bytes, question_end: int) -> tuple[str, str]:
-    """(rcode, short answer text). Plain address answers are read here directly; anything
-    else (CNAME chains, MX, TXT, ...) is rendered by dnslib."""
-    if len(response) < 12:
-        return "", ""
-    rcode = rcode_name(response[3] & 0xF)
-    count = response[6] << 8 | response[7]
-    addresses: list[str] = []
-    pos = question_end
-    try:
-        for _ in range(count):
-            pos = skip_name(response, pos)
-            rtype, _rclass, _ttl, rdlength = _RR_FIXED.unpack_from(response, pos)
-            rdata = response[pos + 10 : pos + 10 + rdlength]
-            pos += 10 + rdlength
-            if rtype == 1 and rdlength == 4:
-                addresses.append(str(ipaddress.IPv4Address(rdata)))
-            elif rtype == 28 and rdlength == 16:
-                addresses.append(str(ipaddress.IPv6Address(rdata)))
-            else:
-                return rcode, _summarize_with_dnslib(response)
-    except (IndexError, ValueError, struct.error):
-        return rcode, "(malformed)"
-    return rcode, " ".join(addresses)
-
-
-def _summarize_with_dnslib(response: bytes, limit: int = 200) -> str:
-    try:
-        record = dnslib.DNSRecord.parse(response)
-    except dnslib.DNSError:
-        return "(malformed)"
-    parts = []
-    for rr in record.rr:
-        kind = dnslib.QTYPE.get(rr.rtype, str(rr.rtype))
-        parts.append(str(rr.rdata) if kind in ("A", "AAAA") else f"{kind} {rr.rdata}")
-    text = " ".join(parts)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _process_fields(process: ProcessInfo | None) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -103,27 +61,64 @@ def _decision_fields(decision: Decision | None) -> tuple[Any, ...]:
 
 
 DEFAULT_CONFIG = QueryLogConfig()
+DROPS_SAID_EVERY_S = 10.0
 
 
 class QueryLog:
-    """Observer that records each finished query; call `start` before and `stop` after serving."""
+    """Observer that records each finished query; call `start` before and `stop` after serving.
 
-    def __init__(self, path: Path, config: QueryLogConfig = DEFAULT_CONFIG) -> None:
+    Counts are of queries (a row with `count` 5 is five): `written` the database committed,
+    or with the database off the JSON-lines file took; `dropped` every other one it was
+    handed; `mirror_dropped` those the JSON-lines file missed while the database is on.
+    The window and `_dropped_at_intake` are shared with the serving threads under `_lock`;
+    everything else belongs to the writer thread.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        config: QueryLogConfig = DEFAULT_CONFIG,
+        *,
+        retry_after_s: float = 5.0,
+        drops_said_every_s: float = DROPS_SAID_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
         self.config = config
-        self.dropped = 0
         self.written = 0
+        self.mirror_dropped = 0
         self.ready = threading.Event()  # set once the writer has opened the log, or tried to
+        self.database = LogDatabase(
+            path, busy_timeout_s=config.busy_timeout_s, retry_after_s=retry_after_s, clock=clock
+        )
+        self._lock = threading.Lock()
         self._window: dict[tuple[Any, ...], list[Any]] = {}
+        self._room = config.window_entries  # 0 once stopped
+        self._dropped_at_intake = 0  # window full, or the log stopped
+        self._dropped_at_write = 0  # the database (or the JSON-lines file) did not take them
+        self._said = (0, 0)  # the two drop counts as the last drop warning left them
+        self._said_at = -math.inf
+        self._drops_said_every_s = drops_said_every_s
+        self._clock = clock
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._connection: sqlite3.Connection | None = None
         self._jsonl: TextIO | None = None
-        self._failing: str | None = None
-        self._retry_at = 0.0
+        self._mirror_failing: str | None = None
         self._last_retention = -math.inf
         self._summaries: dict[bytes, tuple[str, str]] = {}
+        self._unexpected: set[str] = set()  # kinds of error said once
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped_at_intake + self._dropped_at_write
+
+    def counts(self) -> dict[str, int]:
+        """For `status`: written + dropped is every query handed over and no longer pending."""
+        counts = {"written": self.written, "dropped": self.dropped}
+        if self.config.enabled and self.config.jsonl:
+            counts["mirror_dropped"] = self.mirror_dropped
+        return counts
 
     def __call__(self, query: Query, count: int = 1) -> None:
         process = query.process
@@ -135,56 +130,112 @@ class QueryLog:
             query.qtype,
             decision,
         )
-        entry = self._window.get(key)
-        if entry is not None:
-            entry[0] += count
-            return
-        if len(self._window) >= self.config.window_entries:
-            self.dropped += count
-            return
-        self._window[key] = [
-            count,
-            time.time(),
-            (query.answered_at or time.monotonic()) - query.received_at,
-            query.client,
-            query.transport,
-            process,
-            query.qname,
-            query.qtype,
-            decision,
-            query.response,
-            query.question_end,
-            query.upstream,
-        ]
+        with self._lock:
+            entry = self._window.get(key)
+            if entry is not None:
+                entry[0] += count
+                return
+            if len(self._window) >= self._room:
+                self._dropped_at_intake += count
+                return
+            self._window[key] = [
+                count,
+                time.time(),
+                (query.answered_at or time.monotonic()) - query.received_at,
+                query.client,
+                query.transport,
+                process,
+                query.qname,
+                query.qtype,
+                decision,
+                query.response,
+                query.question_end,
+                query.upstream,
+            ]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Write what is queued and close."""
+        """Write what is queued and close; what comes later is dropped."""
         self._stopping = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
-        if self._connection is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._connection.close()
+        with self._lock:
+            self._room = 0
+            late, self._window = self._window, {}
+            self._dropped_at_intake += sum(entry[0] for entry in late.values())
+        self._say_drops(final=True)
+        self.database.close()
         if self._jsonl is not None and self._jsonl is not sys.stdout:
             with contextlib.suppress(OSError):
                 self._jsonl.close()
 
     def _run(self) -> None:
         if self.config.enabled:
-            self._open()  # so the commands find a log from the start
+            self._guarded(self.database.connection)  # so the commands find a log from the start
         self.ready.set()
         while True:
             self._wake.wait(self.config.batch_interval_s)
             self._wake.clear()
-            self._write_pending()
-            if self._stopping:
-                self._write_pending()
+            stopping = self._stopping
+            self._guarded(self._write_pending)
+            self._guarded(self._say_drops)
+            if stopping:
                 return
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        """Run one step of the writer; an error it did not expect is said once per kind."""
+        try:
+            step()
+        except Exception as exc:
+            kind = type(exc).__name__
+            if kind not in self._unexpected:
+                self._unexpected.add(kind)
+                log.error("query log %s: %s: %s; the writer goes on", self.path, kind, exc)
+
+    def _write_pending(self) -> None:
+        """Write the window; every query in it ends up counted as written or dropped."""
+        with self._lock:
+            window, self._window = self._window, {}
+        batch = list(window.values())
+        if not batch:
+            self._retain_if_due()
+            return
+        queries = sum(entry[0] for entry in batch)
+        kept = 0
+        try:
+            kept = self._store(batch)
+        finally:
+            self.written += kept
+            self._dropped_at_write += queries - kept
+        if len(batch) >= RELEASE_AFTER_ROWS:
+            del batch, window
+            release_memory()
+        if kept:
+            self._retain_if_due()
+
+    def _store(self, batch: Sequence[list[Any]]) -> int:
+        """Insert the batch in one transaction and mirror it; the number of queries kept."""
+        queries: int = sum(entry[0] for entry in batch)
+        missed = [0]  # queries the mirror missed
+        chunks = self._row_chunks(batch, missed)
+        if not self.config.enabled:
+            for _rows in chunks:
+                pass
+            return queries - missed[0]
+
+        def insert(connection: sqlite3.Connection) -> None:
+            for rows in chunks:
+                connection.executemany(INSERT_ROW, rows)
+
+        stored = self.database.write(insert)
+        for _rows in chunks:
+            pass  # what the database did not take still reaches the mirror
+        self.mirror_dropped += missed[0]
+        return queries if stored else 0
 
     def _rows(self, batch: Sequence[list[Any]]) -> Iterator[tuple[Any, ...]]:
         """Rows in COLUMNS order; per-process and per-decision fields are built once a batch."""
@@ -217,31 +268,16 @@ class QueryLog:
                 + (reversed_name(name),)
             )
 
-    def _store(self, chunks: Iterator[list[tuple[Any, ...]]], count: int) -> bool:
-        """Insert every chunk in one transaction; False when the log is off or failing."""
-        if not self.config.enabled:
-            return False
-        connection = self._open()
-        if connection is None:
-            self.dropped += count
-            return False
-        try:
-            with connection:
-                for rows in chunks:
-                    connection.executemany(INSERT_ROW, rows)
-        except sqlite3.Error as exc:
-            self.dropped += count
-            self._fail(exc)
-            return False
-        self.written += count
-        return True
-
-    def _row_chunks(self, batch: Sequence[list[Any]]) -> Iterator[list[tuple[Any, ...]]]:
+    def _row_chunks(
+        self, batch: Sequence[list[Any]], missed: list[int]
+    ) -> Iterator[list[tuple[Any, ...]]]:
         """Rows a few thousand at a time, each mirrored as it is made: a full window at once
-        would be tens of megabytes that the heap keeps afterwards."""
+        would be tens of megabytes that the heap keeps afterwards. Adds to `missed[0]` the
+        queries the mirror could not take."""
         for start in range(0, len(batch), ROWS_AT_ONCE):
             rows = list(self._rows(batch[start : start + ROWS_AT_ONCE]))
-            self._mirror(rows)
+            if not self._mirror(rows):
+                missed[0] += sum(row[1] for row in rows)
             yield rows
 
     def _summarize(self, tail: bytes, response: bytes, question_end: int) -> tuple[str, str]:
@@ -251,95 +287,27 @@ class QueryLog:
         self._summaries[tail] = summary
         return summary
 
-    def _write_pending(self) -> None:
-        window, self._window = self._window, {}
-        if window:
-            time.sleep(0.002)  # let a serving thread finish counting into the old window
-        batch = list(window.values())
-        if not batch:
-            self._retain_if_due()
-            return
-        chunks = self._row_chunks(batch)
-        stored = self._store(chunks, len(batch))
-        for _rows in chunks:
-            pass  # what the database did not take still reaches the mirror
-        if not stored:
-            return
-        if len(batch) >= RELEASE_AFTER_ROWS:
-            del batch, window
-            release_memory()
-        if self._failing is not None:
-            log.warning(
-                "query log %s is writable again; %d records were lost", self.path, self.dropped
-            )
-            self._failing = None
-        self._retain_if_due()
-
-    def _open(self) -> sqlite3.Connection | None:
-        if self._connection is not None:
-            return self._connection
-        if time.monotonic() < self._retry_at:
-            return None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._connection = connect(self.path, timeout_s=self.config.busy_timeout_s)
-            except sqlite3.DatabaseError as exc:
-                if not _is_corrupt(exc):
-                    raise
-                self._move_aside(exc)
-                self._connection = connect(self.path, timeout_s=self.config.busy_timeout_s)
-        except (sqlite3.Error, OSError) as exc:
-            self._fail(exc)
-            return None
-        return self._connection
-
-    def _move_aside(self, exc: sqlite3.DatabaseError) -> None:
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-        self.path.rename(aside)
-        for suffix in ("-wal", "-shm"):
-            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
-        log.error("query log %s: %s; moved it to %s and started a new one", self.path, exc, aside)
-
-    def _fail(self, exc: Exception) -> None:
-        """Say it once, close, and try again in a few seconds."""
-        reason = str(exc)
-        if self._failing != reason:
-            log.error(
-                "query log %s: %s; still answering, dropping records until it recovers",
-                self.path,
-                reason,
-            )
-            self._failing = reason
-        if self._connection is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._connection.close()
-            self._connection = None
-        self._retry_at = time.monotonic() + 5.0
-
     def _retain_if_due(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if not self.config.enabled or (now - self._last_retention < 60 and not self._stopping):
-            return
-        connection = self._open()
-        if connection is None:
             return
         self._last_retention = now
         cutoff = time.time() - self.config.days * 86400
-        try:
-            with connection:
-                connection.execute("DELETE FROM queries WHERE ts < ?", (cutoff,))
-                connection.execute(
-                    "DELETE FROM queries WHERE id <= (SELECT max(id) FROM queries) - ?",
-                    (self.config.max_rows,),
-                )
-        except sqlite3.Error as exc:
-            self._fail(exc)
 
-    def _mirror(self, rows: list[tuple[Any, ...]]) -> None:
+        def retain(connection: sqlite3.Connection) -> None:
+            connection.execute("DELETE FROM queries WHERE ts < ?", (cutoff,))
+            connection.execute(
+                "DELETE FROM queries WHERE id <= (SELECT max(id) FROM queries) - ?",
+                (self.config.max_rows,),
+            )
+
+        self.database.write(retain)
+
+    def _mirror(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Append the rows to the JSON-lines file, if there is one; False when that failed."""
         target = self.config.jsonl
         if not target:
-            return
+            return True
         try:
             if self._jsonl is None:
                 self._jsonl = sys.stdout if target == "-" else open(target, "a", encoding="utf-8")  # noqa: SIM115
@@ -350,12 +318,43 @@ class QueryLog:
                 )
             self._jsonl.flush()
         except OSError as exc:
-            if self._failing != str(exc):
+            if self._mirror_failing != str(exc):
                 log.error("query log mirror %s: %s", target, exc)
-                self._failing = str(exc)
+                self._mirror_failing = str(exc)
             self._jsonl = None
+            return False
+        if self._mirror_failing is not None:
+            log.warning("query log mirror %s is writable again", target)
+            self._mirror_failing = None
+        return True
 
-
-def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
-    text = str(exc).lower()
-    return "malformed" in text or "not a database" in text or "corrupt" in text
+    def _say_drops(self, final: bool = False) -> None:
+        """One warning per `drops_said_every_s` at most, with the drops since the last one."""
+        now_counts = (self._dropped_at_intake, self._dropped_at_write)
+        at_intake, at_write = (now - said for now, said in zip(now_counts, self._said, strict=True))
+        if not (at_intake or at_write):
+            return
+        now = self._clock()
+        if not final and now - self._said_at < self._drops_said_every_s:
+            return
+        since = f"in the last {now - self._said_at:.0f} s" if self._said > (0, 0) else "so far"
+        reasons = []
+        if at_intake:
+            reasons.append(
+                f"{at_intake} because more than {self.config.window_entries} different queries "
+                "came within one write"
+            )
+        if at_write:
+            target = "the database" if self.config.enabled else "the JSON-lines file"
+            reasons.append(f"{at_write} because {target} did not take them")
+        dropped = at_intake + at_write
+        log.warning(
+            "query log: %d answered %s not logged %s (%s); %d in all",
+            dropped,
+            "query was" if dropped == 1 else "queries were",
+            since,
+            ", ".join(reasons),
+            sum(now_counts),
+        )
+        self._said = now_counts
+        self._said_at = now

@@ -132,7 +132,8 @@ def main() -> None:
         dnsmasq = subprocess.Popen(
             [DNSMASQ, "-k", "-C", "/dev/null", f"--port={dnsmasq_port}",
              f"--listen-address={HOST}", "--bind-interfaces", "--no-resolv", "--no-hosts",
-             f"--addn-hosts={hosts}", f"--server={HOST}#{upstream_port}", "--user=root", "--pid-file="],
+             f"--addn-hosts={hosts}", f"--server={HOST}#{upstream_port}", "--user=root",
+             "--pid-file="],
         )  # fmt: skip
         processes.append(dnsmasq)
         data = work / "data"

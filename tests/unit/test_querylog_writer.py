@@ -180,8 +180,7 @@ def test_locked_database_drops_then_recovers(
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("PRAGMA journal_mode=WAL")
     holder.execute("BEGIN EXCLUSIVE")
-    querylog = QueryLog(path, FAST)
-    querylog._retry_at = 0.0
+    querylog = QueryLog(path, FAST, retry_after_s=0.0)  # no back-off in the test
     with caplog.at_level(logging.ERROR):
         querylog.start()
         querylog(answered("during.example"))
@@ -189,7 +188,6 @@ def test_locked_database_drops_then_recovers(
     assert any("locked" in r.getMessage() for r in caplog.records)
     holder.execute("COMMIT")
     holder.close()
-    querylog._retry_at = 0.0  # skip the back-off for the test
     querylog(answered("after.example"))
     wait_for(lambda: querylog.written == 1)
     querylog.stop()
@@ -251,7 +249,7 @@ def test_full_disk_drops_then_recovers(tmp_path: Path, caplog: pytest.LogCapture
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
     try:
-        querylog = QueryLog(disk / "q.db", FAST)
+        querylog = QueryLog(disk / "q.db", FAST, retry_after_s=0.0)  # no back-off in the test
         querylog.start()
         querylog(answered("first.example"))
         wait_for(lambda: querylog.written == 1)
@@ -266,7 +264,6 @@ def test_full_disk_drops_then_recovers(tmp_path: Path, caplog: pytest.LogCapture
             wait_for(lambda: querylog.dropped > 0)
         assert any("full" in r.getMessage() for r in caplog.records)
         filler.unlink()
-        querylog._retry_at = 0.0  # skip the back-off for the test
         querylog(answered("after.example"))
         wait_for(lambda: "after.example" in [r["name"] for r in rows(disk / "q.db")])
         querylog.stop()
