@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aidns.resolver.config import Settings, default_upstreams, remember_upstreams
+from aidns.resolver.config import Settings
 from aidns.resolver.datafiles import PAUSE_NAME, read_pause, write_status
+from aidns.resolver.discovery import default_upstreams, remember_upstreams
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.faults import Faults
 from aidns.resolver.keeper.snapshots import Compiled, SnapshotKeeper

@@ -14,12 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aidns.resolver.config import (
-    REMEMBERED_UPSTREAMS,
-    Settings,
-    load_settings,
-    resolve_data_dir,
-)
+from aidns.resolver.config import Settings, load_settings, resolve_data_dir
+from aidns.resolver.discovery import REMEMBERED_UPSTREAMS
 from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.errors import AidnsError, ConfigError
 from aidns.resolver.resolvconf import RESOLVED_STUBS

@@ -6,12 +6,11 @@ from typing import Any
 import pytest
 
 from aidns.resolver.config import (
-    FALLBACK_UPSTREAM,
     Settings,
     TcpConfig,
     load_settings,
-    remember_upstreams,
 )
+from aidns.resolver.discovery import FALLBACK_UPSTREAM, remember_upstreams
 from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.errors import ConfigError
 
