@@ -29,7 +29,7 @@ from aidns.resolver.config import QueryLogConfig
 from aidns.resolver.query import Action, Decision, Query
 from aidns.resolver.querylog.writer import QueryLog
 from aidns.resolver.replies import BlockResponse
-from tests.e2e.conftest import Aidns, Dnsmasq, aidns_command, start_aidns, start_dnsmasq
+from tests.e2e.conftest import Aidns, Dnsmasq, aidns_command, start_aidns
 from tests.unit.helpers import make_query
 
 FAST = QueryLogConfig(batch_interval_s=0.05, busy_timeout_s=0.2)
@@ -381,18 +381,11 @@ def assert_every_answer_is_logged_or_dropped(server: Aidns, lost_with_the_file: 
 
 
 @pytest.fixture
-def upstream(tmp_path: Path) -> Iterator[Dnsmasq]:
-    dnsmasq = start_dnsmasq(tmp_path)
-    yield dnsmasq
-    dnsmasq.stop()
-
-
-@pytest.fixture
-def server(tmp_path: Path, upstream: Dnsmasq) -> Iterator[Aidns]:
+def server(tmp_path: Path, dnsmasq: Dnsmasq) -> Iterator[Aidns]:
     lists = tmp_path / "data" / "lists"
     lists.mkdir(parents=True)
     (lists / "mine.txt").write_text("blocked.test\nflood.test\n")
-    aidns = start_aidns(tmp_path, f"--upstream=127.0.0.1:{upstream.port}")
+    aidns = start_aidns(tmp_path, f"--upstream=127.0.0.1:{dnsmasq.port}")
     yield aidns
     aidns.stop()
 

@@ -23,7 +23,9 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.e2e.conftest import Aidns, Dnsmasq, start_aidns, start_dnsmasq
+from tests.e2e.conftest import Aidns, Dnsmasq, start_aidns
+
+from .helpers import stopped_log
 
 GAP_S = 0.1
 SETTLE_S = 90.0
@@ -108,28 +110,16 @@ def rcode_of(server: Aidns, name: str) -> str:
 
 
 @pytest.fixture
-def upstream(tmp_path: Path) -> Iterator[Dnsmasq]:
-    dnsmasq = start_dnsmasq(tmp_path)
-    yield dnsmasq
-    dnsmasq.stop()
-
-
-@pytest.fixture
-def server(tmp_path: Path, upstream: Dnsmasq) -> Iterator[Aidns]:
+def server(tmp_path: Path, dnsmasq: Dnsmasq) -> Iterator[Aidns]:
     lists = tmp_path / "data" / "lists"
     lists.mkdir(parents=True)
     (lists / "mine.txt").write_text("blocked.test\nalso-blocked.test\n")
     (tmp_path / "data" / "rules.yaml").write_text(f"rules:\n{RULES}\n")
-    aidns = start_aidns(tmp_path, f"--upstream=127.0.0.1:{upstream.port}")
+    aidns = start_aidns(tmp_path, f"--upstream=127.0.0.1:{dnsmasq.port}")
     assert rcode_of(aidns, "blocked.test") == "0.0.0.0"
     yield aidns
     aidns.stop()
     assert not [line for line in aidns.log if "Traceback" in line]
-
-
-def log_of(server: Aidns) -> str:
-    server.stop()
-    return "\n".join(server.log)
 
 
 def test_a_million_name_list_reloads_without_a_gap(server: Aidns, tmp_path: Path) -> None:
@@ -186,7 +176,7 @@ def test_a_hostile_list_is_refused_while_serving_goes_on(
     assert rcode_of(server, "blocked.test") == "0.0.0.0"
     errors = " ".join(map(str, status(server).get("errors") or []))
     assert said in errors and name in errors
-    log = log_of(server)
+    log = stopped_log(server)
     assert said in log
     assert max(map(len, log.splitlines())) < 1000  # no file content copied into the log
 
@@ -205,7 +195,7 @@ def test_a_config_bomb_keeps_the_rules_and_says_why(server: Aidns, tmp_path: Pat
     assert prober.unanswered == []
     assert prober.slowest_s < GAP_S
     assert rcode_of(server, "blocked.test") == "0.0.0.0"
-    assert "anchors and aliases" in log_of(server)
+    assert "anchors and aliases" in stopped_log(server)
 
 
 def test_an_unreadable_list_keeps_its_last_good_version(server: Aidns) -> None:
