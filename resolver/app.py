@@ -57,7 +57,7 @@ class Resolver:
             log.info("rules from the last snapshot (generation %d)", last.generation)
             self.compiled = last
         else:
-            self.compiled = self.keeper.compile()
+            self.compiled = self.keeper.compile(wait_for_quiet=False)
         for problem in self.compiled.problems:
             log.error("%s", problem)
         self.errors: list[str] = list(self.compiled.problems)

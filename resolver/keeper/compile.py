@@ -55,10 +55,12 @@ def quiet_inputs(
         time.sleep(min(quiet_s - age_s, max(deadline - time.monotonic(), 0.0)))
 
 
-def compile_to(config: Path | None, data_dir: Path, out: Path, generation: int) -> dict[str, Any]:
+def compile_to(
+    config: Path | None, data_dir: Path, out: Path, generation: int, quiet_s: float = QUIET_S
+) -> dict[str, Any]:
     """Build the rule set the config describes and write its snapshot to `out`."""
     settings = load_settings(config_path=config, data_dir=data_dir, resolv_conf=())
-    inputs = quiet_inputs(settings)
+    inputs = quiet_inputs(settings, quiet_s)
     last_good = LastGood(settings.data_dir / LAST_GOOD_DIR, fingerprint())
     rule_set = build_rule_set(settings, last_good)
     meta = {
@@ -81,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--generation", type=int, required=True)
     parser.add_argument("--memory-limit", type=int, default=MEMORY_LIMIT_BYTES)
+    parser.add_argument("--quiet", type=float, default=QUIET_S, help="seconds to wait")
     args = parser.parse_args(argv)
     _lower_priority(args.memory_limit)
     try:
-        result = compile_to(args.config, args.data_dir, args.out, args.generation)
+        result = compile_to(args.config, args.data_dir, args.out, args.generation, args.quiet)
     except AidnsError as exc:
         result = {"ok": False, "error": str(exc)}
     except MemoryError:

@@ -113,11 +113,12 @@ class SnapshotKeeper:
         """Whether `compiled` was made from the files as they are now."""
         return bool(compiled.matcher.meta.get("inputs") == input_stamps(self.settings))
 
-    def compile(self) -> Compiled:
-        """A new snapshot of the files as they are now; AidnsError keeps the old one in use."""
+    def compile(self, wait_for_quiet: bool = True) -> Compiled:
+        """A new snapshot of the files as they are now; AidnsError keeps the old one in use.
+        At start-up nothing is being edited, so the child need not wait for quiet files."""
         with self._lock:
             generation = self.generation + 1
-            self._run_child(generation)
+            self._run_child(generation, wait_for_quiet)
             matcher = map_snapshot(self.path)
             if matcher.generation != generation:
                 raise AidnsError("the compiled rule snapshot was replaced while it was read")
@@ -125,8 +126,10 @@ class SnapshotKeeper:
             self.compiles += 1
             return Compiled(matcher, list(matcher.meta.get("problems", [])))
 
-    def _command(self, generation: int) -> list[str]:
+    def _command(self, generation: int, wait_for_quiet: bool) -> list[str]:
         command = [sys.executable, "-m", CHILD_MODULE, f"--data-dir={self.data_dir}"]
+        if not wait_for_quiet:
+            command.append("--quiet=0")
         command += [f"--out={self.path}", f"--generation={generation}"]
         if self.config_path is not None:
             command.append(f"--config={self.config_path}")
@@ -134,10 +137,10 @@ class SnapshotKeeper:
             command.append(f"--memory-limit={self.memory_limit_bytes}")
         return command
 
-    def _run_child(self, generation: int) -> None:
+    def _run_child(self, generation: int, wait_for_quiet: bool) -> None:
         try:
             done = subprocess.run(
-                self._command(generation),
+                self._command(generation, wait_for_quiet),
                 capture_output=True,
                 text=True,
                 timeout=self.timeout_s,

@@ -8,14 +8,16 @@ all integers little-endian and every array 8-byte aligned:
     b"AIDNSNP1"  u32 meta length  meta (JSON)  padding  arrays...
 
 The meta names each array by (offset, count). Rules fall into six classes, (allow, block,
-watch) x (exact, subtree), each a sorted int64 array of name hashes with, where more than
-one list feeds it, a parallel uint16 array of list numbers. A bit filter over every hash
+watch) x (exact, subtree), each a sorted int64 array of name hashes, the number of the list
+most of them come from, and the (few) hashes another list names, sorted, with that list's
+uint16 number. A bit filter over every hash
 turns most misses away before any search. Hashes are Python's `hash()` of the name, so a
 snapshot only holds for processes that share the hash seed; `fingerprint` checks that.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import mmap
 import struct
@@ -60,24 +62,30 @@ def _class_key(action: ListAction, exact: bool) -> str:
     return f"{action}:{'exact' if exact else 'subtree'}"
 
 
-def _merge(members: list[tuple[int, array[int]]]) -> tuple[array[int], array[int] | None, int]:
-    """One sorted array from several lists' sorted hashes; the first list names a duplicate."""
+def _merge(
+    members: list[tuple[int, array[int]]],
+) -> tuple[array[int], int, array[int], array[int]]:
+    """One sorted array from several lists' sorted hashes, the list most of them come from,
+    and the (sorted) keys that name another list with that list's number: a name on several
+    lists is named by the first."""
+    base, base_keys = max(members, key=lambda member: (len(member[1]), -member[0]))
     if len(members) == 1:
-        number, hashes = members[0]
-        return hashes, None, number
-    packed = sorted(
-        (key + _HASH_OFFSET) << 16 | number for number, hashes in members for key in hashes
-    )
-    keys: array[int] = array("q")
-    numbers: array[int] = array("H")
-    last = None
-    for value in packed:
-        key = (value >> 16) - _HASH_OFFSET
-        if key != last:
-            keys.append(key)
-            numbers.append(value & 0xFFFF)
-            last = key
-    return keys, numbers, -1
+        return base_keys, base, array("q"), array("H")
+    keys = array("q", sorted(itertools.chain.from_iterable(h for _, h in members)))
+    named: dict[int, int] = {}
+    for number, hashes in members:
+        if number == base:
+            continue
+        for key in hashes:
+            if key in named:
+                continue
+            if number > base:
+                at = bisect_left(base_keys, key)
+                if at < len(base_keys) and base_keys[at] == key:
+                    continue
+            named[key] = number
+    ordered = sorted(named)
+    return keys, base, array("q", ordered), array("H", (named[key] for key in ordered))
 
 
 def _starts(keys: array[int]) -> array[int] | None:
@@ -145,7 +153,7 @@ def compile_snapshot(
             key = _class_key(action, exact)
             if key not in members:
                 continue
-            keys, numbers, only = _merge(members[key])
+            keys, base, named_keys, named_numbers = _merge(members[key])
             merged.append(keys)
             starts = _starts(keys)
             classes.append(
@@ -153,8 +161,9 @@ def compile_snapshot(
                     "action": str(action),
                     "exact": exact,
                     "keys": place(keys),
-                    "numbers": None if numbers is None else place(numbers),
-                    "list": only,
+                    "list": base,
+                    "named_keys": place(named_keys) if named_keys else None,
+                    "named_numbers": place(named_numbers) if named_numbers else None,
                     "starts": None if starts is None else place(starts),
                 }
             )
@@ -177,7 +186,10 @@ def compile_snapshot(
 
 
 class _Class:
-    __slots__ = ("action", "exact", "keys", "number", "numbers", "rank", "starts", "verdict")
+    __slots__ = (
+        "action", "exact", "keys", "named_keys", "named_numbers", "number", "rank", "starts",
+        "verdict",
+    )  # fmt: skip
 
     def __init__(self, view: memoryview, spec: dict[str, Any], base: int) -> None:
         def cut(place: list[int] | None, code: Literal["q", "H", "I"], width: int) -> Any:
@@ -191,7 +203,8 @@ class _Class:
         self.rank = ORDER.index(self.action)
         self.verdict = VERDICT[self.action]
         self.keys = cut(spec["keys"], "q", 8)
-        self.numbers = cut(spec["numbers"], "H", 2)
+        self.named_keys = cut(spec["named_keys"], "q", 8)
+        self.named_numbers = cut(spec["named_numbers"], "H", 2)
         self.number = int(spec["list"])
         self.starts = cut(spec["starts"], "I", 4)
 
@@ -205,9 +218,14 @@ class _Class:
             bucket = (key >> _BUCKET_SHIFT) + _BUCKET_OFFSET
             low, high = starts[bucket], starts[bucket + 1]
         index = bisect_left(keys, key, low, high)
-        if index < high and keys[index] == key:
-            return self.number if self.numbers is None else int(self.numbers[index])
-        return -1
+        if index >= high or keys[index] != key:
+            return -1
+        named = self.named_keys
+        if named is not None:
+            at = bisect_left(named, key)
+            if at < len(named) and named[at] == key:
+                return int(self.named_numbers[at])
+        return self.number
 
 
 class DomainMatcher:

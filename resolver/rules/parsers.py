@@ -8,7 +8,6 @@ Text lists may be in any of the formats Pi-hole, AdGuard Home and Blocky read: h
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 from array import array
@@ -39,9 +38,9 @@ def read_limited_list(path: Path, limits: ListLimits) -> bytes:
         raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
     if len(data) > limits.max_bytes:
         raise _too_big(path, limits)
-    long_line = _long_line(limits).search(data)
-    if long_line is not None:
-        raise _line_too_long(path, data.count(b"\n", 0, long_line.start()) + 1, limits)
+    line = _longest_line(data, limits)
+    if line:
+        raise _line_too_long(path, line, limits)
     return data
 
 
@@ -65,9 +64,14 @@ def too_many(path: Path, limits: ListLimits) -> ListError:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _long_line(limits: ListLimits) -> re.Pattern[bytes]:
-    return re.compile(rb"[^\n]{%d}" % (limits.max_line_bytes + 1))
+def _longest_line(data: bytes, limits: ListLimits) -> int:
+    """The number (from 1) of the first line of `data` over the line limit, or 0."""
+    if len(data) <= limits.max_line_bytes:
+        return 0
+    lines = data.split(b"\n")
+    if max(map(len, lines)) <= limits.max_line_bytes:
+        return 0
+    return next(n for n, line in enumerate(lines, 1) if len(line) > limits.max_line_bytes)
 
 
 def load_text_list(
@@ -128,7 +132,6 @@ def _chunks(path: Path, limits: ListLimits) -> Iterator[bytes]:
         handle = path.open("rb")
     except OSError as exc:
         raise ListError(f"cannot read: {exc.strerror}", source=str(path)) from None
-    long_line = _long_line(limits)
     with handle:
         rest = b""
         first = True
@@ -147,9 +150,9 @@ def _chunks(path: Path, limits: ListLimits) -> Iterator[bytes]:
             if not block:
                 break
             block = rest + block
-            found = long_line.search(block)
-            if found is not None:
-                raise _line_too_long(path, lines + block.count(b"\n", 0, found.start()) + 1, limits)
+            line = _longest_line(block, limits)
+            if line:
+                raise _line_too_long(path, lines + line, limits)
             cut = block.rfind(b"\n") + 1
             if cut == 0:
                 rest = block

@@ -42,12 +42,19 @@ def config_rules(settings: Settings) -> list[DomainList]:
 
 @dataclass(slots=True)
 class RuleSet:
-    """Everything that decides a name, built together and swapped in whole on a reload."""
+    """Everything that decides a name, read together. The matcher is compiled when first
+    asked for: the keeper's child compiles the lists into a snapshot of its own."""
 
-    matcher: DomainMatcher
     lists: list[DomainList]
     process_rules: ProcessRules
     problems: list[str]
+    _matcher: DomainMatcher | None = None
+
+    @property
+    def matcher(self) -> DomainMatcher:
+        if self._matcher is None:
+            self._matcher = DomainMatcher(self.lists)
+        return self._matcher
 
 
 def build_rule_set(settings: Settings, last_good: LastGood | None = None) -> RuleSet:
@@ -60,7 +67,7 @@ def build_rule_set(settings: Settings, last_good: LastGood | None = None) -> Rul
     user_rules = load_rules(rules_path)
     lists.extend(config_rules(settings))
     lists.extend(rule_lists(user_rules, str(rules_path)))
-    return RuleSet(DomainMatcher(lists), lists, ProcessRules(user_rules), problems)
+    return RuleSet(lists, ProcessRules(user_rules), problems)
 
 
 def list_info(lists: list[DomainList]) -> list[dict[str, Any]]:
