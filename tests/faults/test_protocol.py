@@ -103,3 +103,37 @@ def test_a_flood_of_mutated_queries_is_never_amplified_and_never_stops_answering
     assert not [kind for kind in faults if "while" in kind], faults
     lines = log.splitlines()
     assert len(lines) < 50, f"{len(lines)} log lines for a junk flood:\n" + "\n".join(lines[:60])
+
+
+MILLION = 1_000_000
+RSS_GROWTH_LIMIT_MIB = 64
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def test_a_million_mutated_packets_leave_rss_within_its_bound(tmp_path: Path) -> None:
+    with FloodUpstream() as upstream:
+        server = start_aidns(tmp_path, f"--upstream={upstream.hostport}")
+        try:
+            flood(server.port(), 10_000, seed=1)  # warm-up: caches, memo, query log window
+            steady = rss_mib(server.process.pid)
+            report = flood(server.port(), MILLION)
+            grown = rss_mib(server.process.pid) - steady
+            answer = dns.query.udp(
+                dns.message.make_query("after.flood.test", "A"),
+                "127.0.0.1",
+                port=server.port(),
+                timeout=5,
+            )
+        finally:
+            log = stopped_log(server)
+    assert report.sent == MILLION
+    assert not report.violations, report.violations[:5]
+    assert grown <= RSS_GROWTH_LIMIT_MIB, f"RSS grew {grown:.1f} MiB over {steady:.1f} MiB"
+    assert answer.rcode() == dns.rcode.NOERROR
+    assert "Traceback" not in log
