@@ -266,11 +266,17 @@ def test_drops_are_said_at_most_once_an_interval_with_the_number_since_the_last_
         wait_for(lambda: len(warnings_about(caplog, "not logged")) == 2)
         querylog.stop()
     first, second = warnings_about(caplog, "not logged")
-    assert "2 answered queries were not logged so far" in first
+    # How many of each round of 5 fit depends on when the writer empties the window, so
+    # the numbers are checked against each other, not against a schedule.
+    said_first = int(re.search(r"(\d+) answered queries were not logged so far", first)[1])
+    said_second = int(
+        re.search(r"(\d+) answered queries were not logged in the last 11 s", second)[1]
+    )
     assert "more than 3 different queries came within one write" in first
-    assert "6 answered queries were not logged in the last 11 s" in second
-    assert second.endswith("; 8 in all")
-    assert (querylog.written, querylog.dropped) == (12, 8)
+    assert said_first >= 1 and said_second >= 1
+    assert said_first + said_second == querylog.dropped
+    assert second.endswith(f"; {querylog.dropped} in all")
+    assert querylog.written + querylog.dropped == 20
 
 
 def test_queries_after_stop_are_counted_as_dropped(tmp_path: Path) -> None:
