@@ -159,8 +159,7 @@ class Resolver:
             self._use_upstreams(settings)
         self.access.allow_nets = settings.allow_nets
         paused_before = self.holder.rules.paused_until
-        with self.holder.lock:
-            self.holder.rules = self._active_rules(compiled, settings)
+        self.holder.put(self._active_rules(compiled, settings))
         self.compiled = compiled
         self.pipeline_forget()
         self._log_pause(paused_before, self.holder.rules.paused_until)

@@ -33,13 +33,18 @@ class ActiveRules:
 
 
 class RuleHolder:
-    """Holds the ActiveRules the stages share; `replace` swaps them whole."""
+    """Holds the ActiveRules the stages share; `put` and `replace` swap them whole."""
 
     __slots__ = ("lock", "rules")
 
     def __init__(self, rules: ActiveRules) -> None:
         self.rules = rules
         self.lock = threading.Lock()
+
+    def put(self, rules: ActiveRules) -> None:
+        """Swap in `rules` whole."""
+        with self.lock:
+            self.rules = rules
 
     def replace(self, **changes: Any) -> ActiveRules:
         """New rules with `changes`, swapped in at once; returns them."""

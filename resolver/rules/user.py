@@ -179,9 +179,8 @@ class ProcessRules:
         self._subtree: dict[int, list[UserRule]] = {}
         self._exact: dict[int, list[UserRule]] = {}
         for rule in self.rules:
-            if rule.processes:
-                table = self._exact if rule.exact else self._subtree
-                table.setdefault(hash(rule.name.encode()), []).append(rule)
+            table = self._exact if rule.exact else self._subtree
+            table.setdefault(hash(rule.name.encode()), []).append(rule)
 
     def __bool__(self) -> bool:
         return bool(self._subtree or self._exact)

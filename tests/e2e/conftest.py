@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.message
+import dns.query
+import dns.rcode
 import pytest
 
 from tests.helpers.dnsmasq import DNSMASQ, dnsmasq_command
@@ -136,6 +139,15 @@ def start_aidns(
             server.stop()
             raise RuntimeError("aidns did not start listening:\n" + "\n".join(server.log))
     return server
+
+
+def answer(server: Aidns, name: str) -> str:
+    """The first address aidns gives for `name` (type A), else the rcode's name."""
+    response = dns.query.udp(
+        dns.message.make_query(name, "A"), "127.0.0.1", port=server.port(), timeout=3
+    )
+    addresses = [r.to_text() for rrset in response.answer for r in rrset]
+    return addresses[0] if addresses else dns.rcode.to_text(response.rcode())
 
 
 @pytest.fixture

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dns.message
-import dns.query
-
-from .conftest import Aidns, Dnsmasq, start_aidns
-
-
-def first_address(server: Aidns, name: str) -> str:
-    response = dns.query.udp(
-        dns.message.make_query(name, "A"), "127.0.0.1", port=server.port(), timeout=3
-    )
-    return next((r.to_text() for rrset in response.answer for r in rrset), "none")
+from .conftest import Dnsmasq, answer, start_aidns
 
 
 def serve_once(tmp_path: Path, dnsmasq: Dnsmasq, *names: str) -> tuple[list[str], list[str]]:
     server = start_aidns(tmp_path, f"--upstream=127.0.0.1:{dnsmasq.port}")
     try:
-        answers = [first_address(server, name) for name in names]
+        answers = [answer(server, name) for name in names]
     finally:
         server.stop()
     return answers, server.log

@@ -15,17 +15,9 @@ import dns.query
 import dns.rcode
 import pytest
 
-from .conftest import Aidns, Dnsmasq, aidns_command, start_aidns, start_dnsmasq
+from .conftest import Aidns, Dnsmasq, aidns_command, answer, start_aidns, start_dnsmasq
 
 EFFECT_S = 1.0
-
-
-def answer(server: Aidns, name: str) -> str:
-    response = dns.query.udp(
-        dns.message.make_query(name, "A"), "127.0.0.1", port=server.port(), timeout=3
-    )
-    addresses = [r.to_text() for rrset in response.answer for r in rrset]
-    return addresses[0] if addresses else dns.rcode.to_text(response.rcode())
 
 
 def cli(server: Aidns, *args: str) -> str:
