@@ -16,12 +16,13 @@ import yaml
 
 from aidns.resolver import yamlio
 from aidns.resolver.config import Settings
-from aidns.resolver.datafiles import locked, write_atomic
+from aidns.resolver.datafiles import locked, read_limited, write_atomic
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.rules.lists import YAML_SUFFIXES, DomainList, ListAction, list_files
 from aidns.resolver.rules.loading import load_list
 
 STATE_NAME = "lists.state.yaml"
+STATE_MAX_BYTES = 1 << 20
 STATE_HEADER = (
     "# Written by `aidns lists enable` and `aidns lists disable`; applied after the config's\n"
     "# `lists:`, so the latest choice wins. Hand edits are fine.\n"
@@ -49,7 +50,7 @@ def read_state(data_dir: Path) -> ListState:
     """The state file; a missing one is no choices. Errors name the file and line."""
     path = data_dir / STATE_NAME
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, STATE_MAX_BYTES, "the list state file").decode("utf-8")
     except FileNotFoundError:
         return ListState()
     except (OSError, UnicodeDecodeError) as exc:

@@ -18,12 +18,13 @@ from typing import Any
 import yaml
 
 from aidns.resolver import yamlio
-from aidns.resolver.datafiles import write_atomic
+from aidns.resolver.datafiles import read_limited, write_atomic
 from aidns.resolver.errors import ConfigError, excerpt
 from aidns.resolver.query import ProcessInfo
 from aidns.resolver.rules.lists import DomainList, ListAction, Rule, normalize_domain
 
 RULES_NAME = "rules.yaml"
+RULES_MAX_BYTES = 16 << 20
 RULE_KEYS = {"name", "kind", "match", "processes", "note", "added"}
 KINDS = ("block", "allow")
 HEADER = "# aidns rules: written by `aidns block`, `unblock` and `allow`; hand edits are fine.\n"
@@ -81,11 +82,13 @@ def _process_matches(pattern: str, process: ProcessInfo) -> bool:
 def load_rules(path: Path) -> list[UserRule]:
     """The rules file, checked; a missing file is no rules. Errors name the file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, RULES_MAX_BYTES, "a rules file").decode("utf-8")
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise ConfigError(f"cannot read rules: {exc.strerror}", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("rules are not UTF-8 text", source=str(path)) from None
     try:
         node = yamlio.compose(text)
         document = yamlio.load(text)

@@ -100,3 +100,11 @@ def test_state_naming_a_removed_list_is_a_problem_not_an_error(tmp_path: Path) -
     problems = build_rule_set(settings).problems
     assert any("no list named 'gone'" in p for p in problems)
     assert any("'vanished'" in p and STATE_NAME in p for p in problems)
+
+
+def test_a_list_state_file_over_its_limit_is_refused_by_name(tmp_path: Path) -> None:
+    from aidns.resolver.rules.catalogue import STATE_MAX_BYTES, STATE_NAME
+
+    (tmp_path / STATE_NAME).write_text("#" * (STATE_MAX_BYTES + 1))
+    with pytest.raises(ConfigError, match=r"lists.state.yaml: over 1,048,576 bytes"):
+        read_state(tmp_path)

@@ -198,3 +198,10 @@ def test_bootstrap_flag_errors_name_the_flag(tmp_path: Path) -> None:
         settings_for(tmp_path, bootstrap=["dns.google"])
     with pytest.raises(ConfigError, match="queries would loop"):
         settings_for(tmp_path, listen=["127.0.0.1:5353"], bootstrap=["127.0.0.1:5353"])
+
+
+def test_a_config_file_over_one_mib_is_refused_by_name(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("block: [" + "a.example, " * 100_000 + "]\n")
+    with pytest.raises(ConfigError, match=r"config.yaml: over 1,048,576 bytes, the most a config"):
+        load_settings(config_path=config, data_dir=tmp_path, resolv_conf=())

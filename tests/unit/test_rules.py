@@ -139,3 +139,16 @@ def test_surgical_with_nothing_seen() -> None:
     assert [(r.name, r.processes) for r in chosen_seen.added] == [
         ("o1.ingest.sentry.io", ("ollama",))
     ]
+
+
+def test_a_rules_file_over_its_limit_is_refused_by_name(tmp_path: Path) -> None:
+    from aidns.resolver.errors import ConfigError
+    from aidns.resolver.rules.user import RULES_MAX_BYTES
+
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n" + "#" * RULES_MAX_BYTES + "\n")
+    with pytest.raises(ConfigError, match=r"rules.yaml: over 16,777,216 bytes, the most a rules"):
+        load_rules(path)
+    path.write_bytes(b"rules:\n  - {name: \xff.example}\n")
+    with pytest.raises(ConfigError, match=r"rules.yaml: rules are not UTF-8 text"):
+        load_rules(path)
