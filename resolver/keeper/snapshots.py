@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,10 @@ class Compiled:
     """A mapped snapshot and what the compiler said about it."""
 
     matcher: DomainMatcher
-    problems: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        return list(self.matcher.meta.get("problems", []))
 
     @property
     def generation(self) -> int:
@@ -79,22 +82,13 @@ def input_stamps(settings: Settings) -> dict[str, Any]:
 class SnapshotKeeper:
     """Compiles the lists in a child process and maps the result; one compile at a time."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        timeout_s: float = COMPILE_TIMEOUT_S,
-        memory_limit_bytes: int | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, timeout_s: float = COMPILE_TIMEOUT_S) -> None:
         self.settings = settings
-        data_dir = self.data_dir = settings.data_dir
-        self.config_path = settings.config_path
         self.timeout_s = timeout_s
-        self.memory_limit_bytes = memory_limit_bytes
-        self.path = data_dir / SNAPSHOT_NAME
-        if not data_dir.is_dir():
+        self.path = settings.data_dir / SNAPSHOT_NAME
+        if not settings.data_dir.is_dir():
             self.path = Path(tempfile.mkdtemp(prefix="aidns-")) / SNAPSHOT_NAME
         self.generation = 0
-        self.compiles = 0
         self._lock = threading.Lock()
 
     def last(self) -> Compiled | None:
@@ -107,7 +101,7 @@ class SnapshotKeeper:
             log.info("not starting from the last rule snapshot: %s", exc)
             return None
         self.generation = max(self.generation, matcher.generation)
-        return Compiled(matcher, list(matcher.meta.get("problems", [])))
+        return Compiled(matcher)
 
     def current(self, compiled: Compiled) -> bool:
         """Whether `compiled` was made from the files as they are now."""
@@ -123,18 +117,15 @@ class SnapshotKeeper:
             if matcher.generation != generation:
                 raise AidnsError("the compiled rule snapshot was replaced while it was read")
             self.generation = generation
-            self.compiles += 1
-            return Compiled(matcher, list(matcher.meta.get("problems", [])))
+            return Compiled(matcher)
 
     def _command(self, generation: int, wait_for_quiet: bool) -> list[str]:
-        command = [sys.executable, "-m", CHILD_MODULE, f"--data-dir={self.data_dir}"]
+        command = [sys.executable, "-m", CHILD_MODULE, f"--data-dir={self.settings.data_dir}"]
         if not wait_for_quiet:
             command.append("--quiet=0")
         command += [f"--out={self.path}", f"--generation={generation}"]
-        if self.config_path is not None:
-            command.append(f"--config={self.config_path}")
-        if self.memory_limit_bytes is not None:
-            command.append(f"--memory-limit={self.memory_limit_bytes}")
+        if self.settings.config_path is not None:
+            command.append(f"--config={self.settings.config_path}")
         return command
 
     def _run_child(self, generation: int, wait_for_quiet: bool) -> None:
