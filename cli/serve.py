@@ -11,9 +11,7 @@ from typing import Annotated
 import typer
 
 from aidns.cli.options import ConfigOption, DataDirOption
-from aidns.resolver.config import load_settings
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from aidns.resolver.config import LOG_FORMAT, load_settings
 
 ListenOption = Annotated[
     list[str] | None,

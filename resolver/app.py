@@ -19,13 +19,14 @@ from aidns.resolver.datafiles import PAUSE_NAME, read_pause, write_status
 from aidns.resolver.discovery import default_upstreams, remember_upstreams
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.faults import Faults
+from aidns.resolver.keeper.logkeeper import LogKeeper
 from aidns.resolver.keeper.snapshots import Compiled, SnapshotKeeper
 from aidns.resolver.pipeline import Observer, Pipeline, default_stages
 from aidns.resolver.procinfo.common import NullProcessLookup
 from aidns.resolver.procinfo.lookup import default_lookup
 from aidns.resolver.procinfo.tools import TOOLS_FILE, default_tools
+from aidns.resolver.querylog.recorder import QueryRecorder
 from aidns.resolver.querylog.schema import DB_NAME
-from aidns.resolver.querylog.writer import QueryLog
 from aidns.resolver.rules.active import ActiveRules, RuleHolder
 from aidns.resolver.rules.reload import Reloader
 from aidns.resolver.rules.ruleset import build_rule_set, list_info
@@ -100,10 +101,14 @@ class Resolver:
             caching=CachingStage(self.cache),
             forwarding=self.forwarding,
         )
-        self.query_log = QueryLog(settings.data_dir / DB_NAME, settings.query_log)
+        self.recorder = QueryRecorder(settings.query_log.buffer_bytes)
+        self.query_log: LogKeeper | None = None
         observers: list[Observer] = []
         if settings.query_log.enabled or settings.query_log.jsonl:
-            observers.append(self.query_log)
+            self.query_log = LogKeeper(
+                self.recorder, settings.data_dir / DB_NAME, settings.query_log
+            )
+            observers.append(self.recorder)
         self.pipeline = Pipeline(stages, final, observers=observers, faults=self.faults)
         self.stats = self.pipeline.stats
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp)
@@ -209,7 +214,9 @@ class Resolver:
                 "shared": self.forwarding.shared,
             },
             "tcp": self.server.tcp_clients.status(),
-            "query_log": self.query_log.counts(),
+            "query_log": (
+                self.query_log.counts() if self.query_log else {"written": 0, "dropped": 0}
+            ),
             "cache": {
                 "entries": len(self.cache),
                 "stale_answers": self.cache.stale_hits,
@@ -247,7 +254,8 @@ class Resolver:
         for warning in self.settings.warnings():
             log.warning("%s", warning)
         log.info("%s", self.describe_lists())
-        self.query_log.start()
+        if self.query_log is not None:
+            self.query_log.start()
         data_dir = self.settings.data_dir
         watched = [data_dir / RULES_NAME, data_dir / "lists.state.yaml"]
         config_path = self.settings.config_path
@@ -287,7 +295,8 @@ class Resolver:
             self.pipeline.flush_repeats(now=math.inf)
             await self.forwarding.aclose()
             await self.pool.aclose()
-            await asyncio.to_thread(self.query_log.stop)
+            if self.query_log is not None:
+                await asyncio.to_thread(self.query_log.stop)
             self._write_status()
             log.info("stopped after %d queries", self.stats.queries)
 

@@ -81,6 +81,7 @@ class QueryLogConfig:
     window_entries: int = 20_000
     batch_interval_s: float = 1.0
     busy_timeout_s: float = 1.0
+    buffer_bytes: int = 8 << 20  # records the server holds for the keeper
 
     def describe(self) -> str:
         if not self.enabled:
@@ -88,6 +89,8 @@ class QueryLogConfig:
         mirror = f", JSON lines to {self.jsonl}" if self.jsonl else ""
         return f"querylog: keep {self.days:g} days, at most {self.max_rows} rows{mirror}"
 
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the server's and its children's
 
 LIST_MAX_BYTES = 256 << 20
 LIST_MAX_ENTRIES = 5_000_000
@@ -345,6 +348,7 @@ def _query_log_config(
         days=config.number("query_log_days", None, 7, 0.001),
         max_rows=int(config.number("query_log_rows", None, 1_000_000, 1)),
         jsonl=str(jsonl) if jsonl else None,
+        buffer_bytes=int(config.number("query_log_buffer", None, 8 << 20, 65536)),
     )
 
 

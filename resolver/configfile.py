@@ -63,6 +63,7 @@ KNOWN_KEYS = {
     "query_log_days": "days",
     "query_log_rows": "rows",
     "query_log_jsonl": 'path, or "-" for standard output',
+    "query_log_buffer": "bytes of records the server holds while the log writer catches up",
     "list_max_bytes": "bytes a list file may hold",
     "list_max_entries": "names a list file may hold",
     "list_max_line_bytes": "bytes a line of a list file may hold",

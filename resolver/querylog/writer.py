@@ -35,6 +35,7 @@ from aidns.resolver.config import QueryLogConfig
 from aidns.resolver.memory import release_memory
 from aidns.resolver.query import Decision, ProcessInfo, Query
 from aidns.resolver.querylog.database import LogDatabase
+from aidns.resolver.querylog.records import DecodedQuery
 from aidns.resolver.querylog.schema import COLUMNS, INSERT_ROW, reversed_name
 from aidns.resolver.querylog.summary import summarize
 
@@ -82,6 +83,8 @@ class QueryLog:
         retry_after_s: float = 5.0,
         drops_said_every_s: float = DROPS_SAID_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
+        wait_when_full: bool = False,
+        after_write: Callable[[], None] | None = None,
     ) -> None:
         self.path = path
         self.config = config
@@ -100,7 +103,11 @@ class QueryLog:
         self._said_at = -math.inf
         self._drops_said_every_s = drops_said_every_s
         self._clock = clock
-        self._wake = threading.Event()
+        self.wait_when_full = wait_when_full
+        self.after_write = after_write  # told on the writer thread after each batch
+        self._pending = threading.Event()  # the window holds something
+        self._urgent = threading.Event()  # write now: the window is full, or the log stops
+        self._emptied = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._jsonl: TextIO | None = None
@@ -121,37 +128,81 @@ class QueryLog:
         return counts
 
     def __call__(self, query: Query, count: int = 1) -> None:
-        process = query.process
-        decision = query.decision
-        key = (
-            query.client[0],
-            process.pid if process else None,
+        client = query.client
+        self._add(
+            client[0] if client else None,
+            query.process,
             query.qname,
             query.qtype,
-            decision,
-        )
-        with self._lock:
-            entry = self._window.get(key)
-            if entry is not None:
-                entry[0] += count
-                return
-            if len(self._window) >= self._room:
-                self._dropped_at_intake += count
-                return
-            self._window[key] = [
+            query.decision,
+            [
                 count,
                 time.time(),
                 (query.answered_at or time.monotonic()) - query.received_at,
-                query.client,
+                client,
                 query.transport,
-                process,
+                query.process,
                 query.qname,
                 query.qtype,
-                decision,
+                query.decision,
                 query.response,
                 query.question_end,
                 query.upstream,
-            ]
+            ],
+        )
+
+    def take(self, query: DecodedQuery) -> None:
+        """A query the server recorded; with `wait_when_full`, waits for room instead of
+        dropping it, so that a flood backs up to the server, which counts what it drops."""
+        self._add(
+            query.address,
+            query.process,
+            query.qname,
+            query.qtype,
+            query.decision,
+            [
+                query.count,
+                query.wall,
+                query.latency_s,
+                (query.address, query.port) if query.address else (),
+                query.transport,
+                query.process,
+                query.qname,
+                query.qtype,
+                query.decision,
+                query.response,
+                query.question_end,
+                query.upstream,
+            ],
+        )
+
+    def _add(
+        self,
+        address: object,
+        process: ProcessInfo | None,
+        qname: bytes,
+        qtype: int,
+        decision: Decision | None,
+        entry: list[Any],
+    ) -> None:
+        key = (address, process.pid if process else None, qname, qtype, decision)
+        while True:
+            with self._lock:
+                known = self._window.get(key)
+                if known is not None:
+                    known[0] += entry[0]
+                    return
+                if len(self._window) < self._room:
+                    if not self._window:
+                        self._pending.set()
+                    self._window[key] = entry
+                    return
+                if not self.wait_when_full or self._stopping:
+                    self._dropped_at_intake += entry[0]
+                    return
+                self._emptied.clear()
+            self._urgent.set()
+            self._emptied.wait()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
@@ -160,7 +211,9 @@ class QueryLog:
     def stop(self) -> None:
         """Write what is queued and close; what comes later is dropped."""
         self._stopping = True
-        self._wake.set()
+        self._pending.set()
+        self._urgent.set()
+        self._emptied.set()
         if self._thread is not None:
             self._thread.join(10)
         with self._lock:
@@ -178,11 +231,15 @@ class QueryLog:
             self._guarded(self.database.connection)  # so the commands find a log from the start
         self.ready.set()
         while True:
-            self._wake.wait(self.config.batch_interval_s)
-            self._wake.clear()
+            unsaid = (self._dropped_at_intake, self._dropped_at_write) != self._said
+            self._pending.wait(self.config.batch_interval_s if unsaid else None)  # idle: asleep
+            self._urgent.wait(self.config.batch_interval_s)
+            self._urgent.clear()
             stopping = self._stopping
             self._guarded(self._write_pending)
             self._guarded(self._say_drops)
+            if self.after_write is not None:
+                self._guarded(self.after_write)
             if stopping:
                 return
 
@@ -200,6 +257,8 @@ class QueryLog:
         """Write the window; every query in it ends up counted as written or dropped."""
         with self._lock:
             window, self._window = self._window, {}
+            self._pending.clear()
+            self._emptied.set()
         batch = list(window.values())
         if not batch:
             self._retain_if_due()
