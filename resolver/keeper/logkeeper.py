@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import socket
 import subprocess
 import sys
@@ -31,6 +32,7 @@ GATHER_S = 0.05  # records this close together go over in one write
 RESTART_AFTER_S = (1.0, 60.0)  # the wait before a new child doubles from the first to the last
 STOP_TIMEOUT_S = 15.0
 COUNT_NAMES = ("written", "dropped", "mirror_dropped")
+DROPS_SAID_EVERY_S = 10.0
 
 
 class _Child:
@@ -67,7 +69,7 @@ class _Child:
                     said = json.loads(line)
                     self.said = {name: int(said.get(name, 0)) for name in COUNT_NAMES}
         except (OSError, ValueError) as exc:
-            log.error("query log keeper: reading its counts: %s", exc)
+            log.error("query log writer: reading its counts: %s", exc)
         finally:
             self.gone.set()
             self.wake()
@@ -106,6 +108,7 @@ class LogKeeper:
         config: QueryLogConfig,
         *,
         restart_after_s: tuple[float, float] = RESTART_AFTER_S,
+        drops_said_every_s: float = DROPS_SAID_EVERY_S,
     ) -> None:
         self.recorder = recorder
         self.command = [
@@ -124,6 +127,10 @@ class LogKeeper:
         self._lock = threading.Lock()  # guards the child switch and the counts of the gone
         self._before = dict.fromkeys(COUNT_NAMES, 0)  # what children now gone had said
         self._lost = 0  # queries sent to a child that died before writing them, or never sent
+        self._said = 0  # drops said so far
+        self._said_by_reason: dict[str, int] = {}
+        self._said_at = -math.inf
+        self._drops_said_every_s = drops_said_every_s
         self._stopping = threading.Event()
         self._sender = threading.Thread(target=self._send_loop, name="querylog-send", daemon=True)
 
@@ -158,6 +165,7 @@ class LogKeeper:
             if records and (child is None or not child.send(records, count)):
                 with self._lock:
                     self._lost += count
+            self._say_drops()
             if stopping and not recorder.pending():
                 break
         with self._lock:
@@ -165,6 +173,36 @@ class LogKeeper:
         if child is not None:
             child.finish(STOP_TIMEOUT_S)
             self._retire(child)
+        self._say_drops(final=True)
+
+    def _say_drops(self, final: bool = False) -> None:
+        """One warning per `drops_said_every_s` at most, with the drops since the last one."""
+        with self._lock:
+            said = self._child.said if self._child else dict.fromkeys(COUNT_NAMES, 0)
+            reasons = {
+                "the server's buffer for the log writer was full": self.recorder.dropped,
+                "the log writer was not running": self._lost,
+                "the log writer or its database did not take them": self._before["dropped"]
+                + said["dropped"],
+            }
+        dropped = sum(reasons.values())
+        now = time.monotonic()
+        if dropped == self._said or (not final and now - self._said_at < self._drops_said_every_s):
+            return
+        since = f"in the last {now - self._said_at:.0f} s" if self._said else "so far"
+        new = dropped - self._said
+        news = {why: count - self._said_by_reason.get(why, 0) for why, count in reasons.items()}
+        log.warning(
+            "query log: %d answered %s not logged %s (%s); %d in all",
+            new,
+            "query was" if new == 1 else "queries were",
+            since,
+            ", ".join(f"{count} because {why}" for why, count in news.items() if count),
+            dropped,
+        )
+        self._said = dropped
+        self._said_by_reason = reasons
+        self._said_at = now
 
     def _live_child(self) -> _Child | None:
         child = self._child
@@ -175,7 +213,7 @@ class LogKeeper:
         status = child.finish(1.0)
         self._retire(child)
         log.error(
-            "query log keeper (pid %d) exited with status %s; starting another in %.0f s",
+            "query log writer (pid %d) exited with status %s; starting another in %.0f s",
             child.process.pid,
             status,
             max(0.0, self._next_start - time.monotonic()),
@@ -202,7 +240,7 @@ class LogKeeper:
         except OSError as exc:
             link.close()
             theirs.close()
-            log.error("cannot start the query log keeper: %s", exc.strerror or exc)
+            log.error("cannot start the query log writer: %s", exc.strerror or exc)
             self._next_start = time.monotonic() + self._wait_s
             return None
         self.starts += 1

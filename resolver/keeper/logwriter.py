@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
             link.sendall(json.dumps(counts).encode() + b"\n")
 
     querylog = QueryLog(
-        args.db, QueryLogConfig(**json.loads(args.config)), wait_when_full=True, after_write=report
+        args.db,
+        QueryLogConfig(**json.loads(args.config)),
+        wait_when_full=True,
+        says_drops=False,  # the server says them, with its own
+        after_write=report,
     )
     querylog.start()
     decoder = RecordDecoder()

@@ -35,18 +35,18 @@ class QueryRecorder:
         self._buffer = bytearray()
         self._count = 0  # queries in the buffer
         self._encoder = RecordEncoder()
+        self._add = self._encoder.add
+        self._wall_offset = time.time() - time.monotonic()  # answer times are monotonic
         self._prefix = b""
 
     def __call__(self, query: Query, count: int = 1) -> None:
-        now = time.monotonic()
-        wall = time.time()
         with self._lock:
             buffer = self._buffer
             if len(buffer) >= self.limit_bytes:
                 self.dropped += count
                 return
             was_empty = not buffer
-            self._encoder.add(buffer, query, count, wall, now)
+            self._add(buffer, query, count, self._wall_offset)
             self._count += count
         if was_empty:
             self.has_records.set()
@@ -60,6 +60,7 @@ class QueryRecorder:
             self._count = 0
             self._prefix = b""
             self.has_records.clear()
+            self._wall_offset = time.time() - time.monotonic()  # follows a changed clock
         return records, count
 
     def start_over(self) -> None:

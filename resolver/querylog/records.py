@@ -21,6 +21,7 @@ CLIENT, PROCESS, DECISION, UPSTREAM = 1, 2, 3, 4
 # kind, wall time, latency, count, client port, transport, qtype, question end, client,
 # process, decision, upstream, name length, response length
 QUERY_HEADER = struct.Struct("<BdfIHBHHIIIIBH")
+_pack_query = QUERY_HEADER.pack
 DEFINE_HEADER = struct.Struct("<BBIH")  # kind, what, number, length of the JSON value
 MAX_DEFINITIONS = 4096
 TRANSPORTS = (Transport.UDP, Transport.TCP)
@@ -32,22 +33,19 @@ class RecordEncoder:
 
     def __init__(self) -> None:
         self._next = 1
+        self._defined = 0  # since the last reset
         self._clients: dict[str, int] = {}
         self._processes: dict[int, tuple[ProcessInfo, int]] = {}  # by id(): no hashing of fields
         self._decisions: dict[Decision, int] = {}
         self._upstreams: dict[str, int] = {}
 
-    def add(self, out: bytearray, query: Query, count: int, wall: float, now: float) -> None:
-        if (
-            len(self._processes) + len(self._decisions) + len(self._clients) + len(self._upstreams)
-            >= MAX_DEFINITIONS
-        ):
+    def add(self, out: bytearray, query: Query, count: int, wall_offset: float) -> None:
+        """Append `query`'s record; its wall time is its answer time plus `wall_offset`."""
+        if self._defined >= MAX_DEFINITIONS:
             self._forget(out)
         client = query.client
-        address = str(client[0]) if client else ""
-        client_ref = self._clients.get(address)
-        if client_ref is None:
-            client_ref = self._clients[address] = self._define(out, CLIENT, address)
+        address = client[0] if client else ""
+        client_ref = self._clients.get(address) or self._define_client(out, address)
         process = query.process
         process_ref = 0
         if process is not None:
@@ -60,21 +58,18 @@ class RecordEncoder:
         decision = query.decision
         decision_ref = 0
         if decision is not None:
-            decision_ref = self._decisions.get(decision, 0)
-            if not decision_ref:
-                decision_ref = self._decisions[decision] = self._define(out, DECISION, decision)
+            decision_ref = self._decisions.get(decision) or self._define_decision(out, decision)
         upstream = query.upstream
         upstream_ref = 0
         if upstream:
-            upstream_ref = self._upstreams.get(upstream, 0)
-            if not upstream_ref:
-                upstream_ref = self._upstreams[upstream] = self._define(out, UPSTREAM, upstream)
-        qname = query.qname[:255]
+            upstream_ref = self._upstreams.get(upstream) or self._define_upstream(out, upstream)
+        qname = query.qname
         response = query.response or b""
-        out += QUERY_HEADER.pack(
+        answered_at = query.answered_at
+        out += _pack_query(
             QUERY,
-            wall,
-            (query.answered_at or now) - query.received_at,
+            answered_at + wall_offset,
+            answered_at - query.received_at,
             count,
             client[1] if len(client) > 1 else 0,
             _TRANSPORT_CODES[query.transport],
@@ -89,6 +84,18 @@ class RecordEncoder:
         )
         out += qname
         out += response
+
+    def _define_client(self, out: bytearray, address: str) -> int:
+        ref = self._clients[address] = self._define(out, CLIENT, str(address))
+        return ref
+
+    def _define_decision(self, out: bytearray, decision: Decision) -> int:
+        ref = self._decisions[decision] = self._define(out, DECISION, decision)
+        return ref
+
+    def _define_upstream(self, out: bytearray, upstream: str) -> int:
+        ref = self._upstreams[upstream] = self._define(out, UPSTREAM, upstream)
+        return ref
 
     def definitions(self) -> bytes:
         """Every definition in force, for a keeper that starts afresh."""
@@ -106,6 +113,7 @@ class RecordEncoder:
     def _define(self, out: bytearray, what: int, value: Any) -> int:
         ref = self._next
         self._next += 1
+        self._defined += 1
         _put_definition(out, what, ref, value)
         return ref
 
@@ -114,6 +122,7 @@ class RecordEncoder:
         self._processes.clear()
         self._decisions.clear()
         self._upstreams.clear()
+        self._defined = 0
         out.append(RESET)
 
 

@@ -84,6 +84,7 @@ class QueryLog:
         drops_said_every_s: float = DROPS_SAID_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
         wait_when_full: bool = False,
+        says_drops: bool = True,
         after_write: Callable[[], None] | None = None,
     ) -> None:
         self.path = path
@@ -104,6 +105,7 @@ class QueryLog:
         self._drops_said_every_s = drops_said_every_s
         self._clock = clock
         self.wait_when_full = wait_when_full
+        self.says_drops = says_drops  # False where a parent process says them
         self.after_write = after_write  # told on the writer thread after each batch
         self._pending = threading.Event()  # the window holds something
         self._urgent = threading.Event()  # write now: the window is full, or the log stops
@@ -231,7 +233,8 @@ class QueryLog:
             self._guarded(self.database.connection)  # so the commands find a log from the start
         self.ready.set()
         while True:
-            unsaid = (self._dropped_at_intake, self._dropped_at_write) != self._said
+            drops = (self._dropped_at_intake, self._dropped_at_write)
+            unsaid = self.says_drops and drops != self._said
             self._pending.wait(self.config.batch_interval_s if unsaid else None)  # idle: asleep
             self._urgent.wait(self.config.batch_interval_s)
             self._urgent.clear()
@@ -389,6 +392,8 @@ class QueryLog:
 
     def _say_drops(self, final: bool = False) -> None:
         """One warning per `drops_said_every_s` at most, with the drops since the last one."""
+        if not self.says_drops:
+            return
         now_counts = (self._dropped_at_intake, self._dropped_at_write)
         at_intake, at_write = (now - said for now, said in zip(now_counts, self._said, strict=True))
         if not (at_intake or at_write):

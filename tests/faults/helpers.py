@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import selectors
 import socket
@@ -80,3 +81,22 @@ def final_status(server: Aidns) -> dict[str, Any]:
     status = json.loads((server.data_dir / "status.json").read_text())
     assert isinstance(status, dict)
     return status
+
+
+def log_writer_pid(server: Aidns, timeout_s: float = 10.0) -> int:
+    """The pid of the server's query-log writer child, once it runs."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = open(f"/proc/{entry}/stat", "rb").read()  # noqa: SIM115
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read()  # noqa: SIM115
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(b")", 1)[1].split()[1])
+            if ppid == server.process.pid and b"keeper.logwriter" in cmdline:
+                return int(entry)
+        assert time.monotonic() < deadline, "no query-log writer child"
+        time.sleep(0.05)
