@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     decoder = RecordDecoder()
     try:
         while chunk := link.recv(READ_BYTES):
-            for query in decoder.feed(chunk):
-                querylog.take(query)
+            querylog.take_all(decoder.feed(chunk))
     except FormatError as exc:
         log.error("query log: the server sent %s; writing what came before", exc)
     except OSError as exc:

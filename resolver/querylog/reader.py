@@ -82,6 +82,9 @@ class LogFilter:
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), values
 
 
+TABLE_WAIT_S = 2.0  # a new file gets its table within moments of appearing
+
+
 class QueryLogReader:
     """Read-only access to `<data-dir>/queries.db`, safe while the server writes to it."""
 
@@ -91,11 +94,18 @@ class QueryLogReader:
                 f"no query log at {path} yet: it appears once `aidns serve` has answered a query "
                 "(check --data-dir)"
             )
-        try:
-            self.connection = connect(path, readonly=True)
-            self.connection.execute("SELECT 1 FROM queries LIMIT 1")
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot read the query log: {exc}", source=str(path)) from None
+        deadline = time.monotonic() + TABLE_WAIT_S
+        while True:
+            try:
+                self.connection = connect(path, readonly=True)
+                self.connection.execute("SELECT 1 FROM queries LIMIT 1")
+                return
+            except sqlite3.Error as exc:
+                if "no such table" in str(exc) and time.monotonic() < deadline:
+                    self.connection.close()  # the writer is making the file right now
+                    time.sleep(0.05)
+                    continue
+                raise ConfigError(f"cannot read the query log: {exc}", source=str(path)) from None
 
     def _rows(self, sql: str, values: list[Any]) -> list[dict[str, Any]]:
         try:

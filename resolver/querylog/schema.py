@@ -72,7 +72,8 @@ def subtree_range(name: str) -> tuple[str, str, str]:
 def connect(path: Path, *, readonly: bool = False, timeout_s: float = 5.0) -> sqlite3.Connection:
     """A connection with the schema in place (read-write) or a read-only one for the commands."""
     if readonly:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout_s)
+        uri = f"{path.absolute().as_uri()}?mode=ro"  # a path with ? or # in it stays a path
+        connection = sqlite3.connect(uri, uri=True, timeout=timeout_s)
         connection.row_factory = sqlite3.Row
         return connection
     connection = sqlite3.connect(path, timeout=timeout_s, check_same_thread=False)

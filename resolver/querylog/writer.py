@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -153,32 +154,58 @@ class QueryLog:
             ],
         )
 
-    def take(self, query: DecodedQuery) -> None:
-        """A query the server recorded; with `wait_when_full`, waits for room instead of
-        dropping it, so that a flood backs up to the server, which counts what it drops."""
-        self._add(
-            query.address,
-            query.process,
-            query.qname,
-            query.qtype,
-            query.decision,
-            [
-                query.count,
-                query.wall,
-                query.latency_s,
-                (query.address, query.port) if query.address else (),
-                query.transport,
-                query.process,
-                query.qname,
-                query.qtype,
-                query.decision,
-                query.response,
-                query.question_end,
-                query.upstream,
-            ],
-        )
+    def take_all(self, queries: Iterable[DecodedQuery]) -> None:
+        """Queries the server recorded, under one hold of the lock. With `wait_when_full`, a
+        full window is waited on instead of dropped, so that a flood backs up to the server,
+        which counts what it drops."""
+        pending = iter(queries)
+        while True:
+            with self._lock:
+                window = self._window
+                was_empty = not window
+                for query in pending:
+                    process = query.process
+                    key = (
+                        query.address,
+                        process.pid if process else None,
+                        query.qname,
+                        query.qtype,
+                        query.decision,
+                    )
+                    known = window.get(key)
+                    if known is not None:
+                        known[0] += query.count
+                    elif len(window) < self._room:
+                        window[key] = [
+                            query.count,
+                            query.wall,
+                            query.latency_s,
+                            (query.address, query.port) if query.address else (),
+                            query.transport,
+                            process,
+                            query.qname,
+                            query.qtype,
+                            query.decision,
+                            query.response,
+                            query.question_end,
+                            query.upstream,
+                        ]
+                    elif not self.wait_when_full or self._stopping:
+                        self._dropped_at_intake += query.count
+                    else:
+                        pending = itertools.chain((query,), pending)
+                        self._emptied.clear()
+                        break
+                else:
+                    if was_empty and window:
+                        self._pending.set()
+                    return
+                if was_empty:
+                    self._pending.set()
+            self._urgent.set()
+            self._emptied.wait()
 
-    def _add(
+    def _add(  # one query from this process's own pipeline: never waits
         self,
         address: object,
         process: ProcessInfo | None,
@@ -188,23 +215,17 @@ class QueryLog:
         entry: list[Any],
     ) -> None:
         key = (address, process.pid if process else None, qname, qtype, decision)
-        while True:
-            with self._lock:
-                known = self._window.get(key)
-                if known is not None:
-                    known[0] += entry[0]
-                    return
-                if len(self._window) < self._room:
-                    if not self._window:
-                        self._pending.set()
-                    self._window[key] = entry
-                    return
-                if not self.wait_when_full or self._stopping:
-                    self._dropped_at_intake += entry[0]
-                    return
-                self._emptied.clear()
-            self._urgent.set()
-            self._emptied.wait()
+        with self._lock:
+            known = self._window.get(key)
+            if known is not None:
+                known[0] += entry[0]
+                return
+            if len(self._window) < self._room:
+                if not self._window:
+                    self._pending.set()
+                self._window[key] = entry
+                return
+            self._dropped_at_intake += entry[0]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)

@@ -8,7 +8,7 @@ import pytest
 
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.query import Action, Decision, ProcessInfo
-from aidns.resolver.querylog import reader
+from aidns.resolver.querylog import reader, schema
 from aidns.resolver.querylog.reader import LogFilter
 from aidns.resolver.querylog.schema import DB_NAME
 from aidns.resolver.querylog.writer import QueryLog, QueryLogConfig
@@ -89,3 +89,32 @@ def test_follow_gives_the_newest_oldest_first_then_each_later_row(data_dir: Path
 def test_without_a_log_the_error_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no query log at"):
         reader.who(tmp_path, "x.example")
+
+
+def test_a_data_dir_whose_path_has_uri_characters_is_read(data_dir: Path, tmp_path: Path) -> None:
+    odd = tmp_path / "logs?mode=rw#1"
+    odd.mkdir()
+    (odd / DB_NAME).write_bytes((data_dir / DB_NAME).read_bytes())
+    assert {row["name"] for row in reader.search(odd, LogFilter())} == {
+        "api.openai.com",
+        "o1.ingest.sentry.io",
+    }
+
+
+def test_a_log_file_caught_before_its_table_exists_is_waited_for(tmp_path: Path) -> None:
+    """The writer creates queries.db and then its table; a command in between waits."""
+    path = tmp_path / DB_NAME
+    sqlite3.connect(path).close()  # an empty database file, as the writer's first step leaves it
+    timer = threading.Timer(0.3, lambda: schema.connect(path).close())
+    timer.start()
+    try:
+        assert reader.search(tmp_path, LogFilter()) == []
+    finally:
+        timer.join()
+
+
+def test_a_database_that_never_gets_the_table_is_refused(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / DB_NAME) as connection:
+        connection.execute("CREATE TABLE other (x)")
+    with pytest.raises(ConfigError, match="no such table: queries"):
+        reader.search(tmp_path, LogFilter())
