@@ -7,13 +7,13 @@ import random
 import pytest
 
 from aidns.resolver.query import Action, Decision, ProcessInfo, Query, Transport
+from aidns.resolver.querylog.recorder import QueryRecorder
 from aidns.resolver.querylog.records import (
     MAX_DEFINITIONS,
     DecodedQuery,
     FormatError,
     RecordDecoder,
 )
-from aidns.resolver.querylog.recorder import QueryRecorder
 from tests.unit.helpers import make_wire
 
 OLLAMA = ProcessInfo(41, "ollama", "/usr/bin/ollama", "ollama serve", 1000, "ollama", "ann")
