@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -269,6 +270,7 @@ class Resolver:
         )
         reloader.start()  # before listening: a change right after start must not be missed
         await self.server.start()
+        freeze_what_start_made()
         if self.settings.upstreams_from_system:
             remember_upstreams(self.settings.data_dir, self.settings.upstreams)
         tasks = [
@@ -352,6 +354,14 @@ class Resolver:
             until = self.holder.rules.paused_until
             if until is not None and time.time() >= until:
                 self._apply_pause()
+
+
+def freeze_what_start_made() -> None:
+    """Leave the objects made while starting (modules, the catalogue, the rules) out of every
+    later garbage collection: a full collection then walks only what serving made, which cuts
+    its pause, the longest stall a serving thread sees, from tens of milliseconds to a few."""
+    gc.collect()
+    gc.freeze()
 
 
 def ensure_data_dir(data_dir: Path) -> None:
