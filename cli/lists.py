@@ -15,6 +15,7 @@ import typer
 from aidns.cli.errors import reports_errors
 from aidns.cli.options import ConfigOption, DataDirOption, JsonOption, command_settings
 from aidns.cli.table import render, when
+from aidns.resolver.errors import ConfigError
 from aidns.resolver.rules.lists import ListAction
 
 TimeoutOption = Annotated[
@@ -81,46 +82,59 @@ def lists(
 
 
 def _switch(
-    ctx: typer.Context, name: str, enabled: bool, config: Path | None, data: Path | None
+    ctx: typer.Context, names: list[str], enabled: bool, config: Path | None, data: Path | None
 ) -> None:
-    from aidns.resolver.rules.catalogue import set_list_enabled
+    """Every name, or none at all when one of them is not a list."""
+    from aidns.resolver.rules.catalogue import list_names, set_list_enabled
 
     settings = command_settings(ctx, config, data)
-    done = set_list_enabled(settings, name, enabled)
-    state = "on" if done.enabled else "off"
-    was = (
-        "it already was"
-        if done.was_enabled == done.enabled
-        else "it was " + ("on" if done.was_enabled else "off")
-    )
-    typer.echo(f"{name}: {state} ({was})")
-    if done.config_said is not None and done.config_said != done.enabled:
-        key = "enable" if done.config_said else "disable"
-        typer.echo(f"this overrides `lists: {key}` in {settings.config_path}")
+    known = list_names(settings.list_dirs)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"no list named {' or '.join(map(repr, unknown))}, so nothing changed; "
+            f"the lists are: {', '.join(sorted(known))}"
+        )
+    for name in names:
+        done = set_list_enabled(settings, name, enabled)
+        state = "on" if done.enabled else "off"
+        was = (
+            "it already was"
+            if done.was_enabled == done.enabled
+            else "it was " + ("on" if done.was_enabled else "off")
+        )
+        typer.echo(f"{name}: {state} ({was})")
+        if done.config_said is not None and done.config_said != done.enabled:
+            key = "enable" if done.config_said else "disable"
+            typer.echo(f"this overrides `lists: {key}` in {settings.config_path}")
 
 
 @lists_app.command()
 @reports_errors
 def enable(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="A list name, as `aidns lists` shows it.")],
+    names: Annotated[
+        list[str], typer.Argument(help="One or more list names, as `aidns lists` shows them.")
+    ],
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Turn a list on (kept in <data-dir>/lists.state.yaml; beats the config's `lists:`)."""
-    _switch(ctx, name, True, config, data_dir)
+    """Turn lists on (kept in <data-dir>/lists.state.yaml; beats the config's `lists:`)."""
+    _switch(ctx, names, True, config, data_dir)
 
 
 @lists_app.command()
 @reports_errors
 def disable(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="A list name, as `aidns lists` shows it.")],
+    names: Annotated[
+        list[str], typer.Argument(help="One or more list names, as `aidns lists` shows them.")
+    ],
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Turn a list off (kept in <data-dir>/lists.state.yaml; beats the config's `lists:`)."""
-    _switch(ctx, name, False, config, data_dir)
+    """Turn lists off (kept in <data-dir>/lists.state.yaml; beats the config's `lists:`)."""
+    _switch(ctx, names, False, config, data_dir)
 
 
 @lists_app.command()

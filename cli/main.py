@@ -11,7 +11,7 @@ from aidns.cli.errors import reports_errors
 from aidns.cli.hosts import hosts_app
 from aidns.cli.lists import lists_app
 from aidns.cli.log import log, top, who
-from aidns.cli.rules import allow, block, pause, resume, rules, status, unblock
+from aidns.cli.rules import allow, block, pause, resume, rules, status, unallow, unblock
 from aidns.cli.serve import serve
 from aidns.cli.system import doctor, install, setup_dns_command, uninstall
 
@@ -39,7 +39,8 @@ def main(
     """A DNS sinkhole for one machine that knows which AI tool phones home."""
 
 
-for command in (serve, log, who, top, block, unblock, allow, rules, pause, resume, status):
+COMMANDS = (serve, log, who, top, block, unblock, allow, unallow, rules, pause, resume, status)
+for command in COMMANDS:
     app.command()(reports_errors(command))
 app.add_typer(lists_app)
 app.command()(reports_errors(check))

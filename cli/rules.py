@@ -22,12 +22,22 @@ from aidns.resolver.rules.edit import (
     pause_blocking,
     resume_blocking,
     server_status,
+    unallow_name,
     unblock_name,
     user_rules,
 )
 from aidns.resolver.rules.user import Change, UserRule
 
 NoteOption = Annotated[str, typer.Option(help="Why: shown by `aidns rules`.")]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="Take a top-level domain, a public suffix or an IP address all the same."
+    ),
+]
+NAME_SYNTAX = (
+    "NAME covers the name and every name below it; =NAME exactly the name; *.NAME as NAME."
+)
 DEFAULT_PAUSE = "5m"
 
 
@@ -48,24 +58,28 @@ def _report(change: Change, dry_run: bool) -> None:
 
 
 def block(
-    name: Annotated[str, typer.Argument(help="The name; names below it are blocked too.")],
+    name: Annotated[str, typer.Argument(help=f"The name. {NAME_SYNTAX}")],
     note: NoteOption = "",
     surgical: Annotated[
         bool,
         typer.Option(
             "--surgical",
-            help="Block only the names under NAME that the query log saw, and only for the "
-            "processes that looked them up.",
+            help="Block only the names under NAME that AI tools looked up (as the query log "
+            "saw), and only for those tools; other programs are left alone and named.",
         ),
     ] = False,
     process: Annotated[
         list[str] | None,
-        typer.Option(help="With --surgical: block for these processes (name, tool or path)."),
+        typer.Option(
+            help="Block for these processes (name, tool or path; globs allowed), only the names "
+            "under NAME they looked up."
+        ),
     ] = None,
     exact: Annotated[
         bool,
         typer.Option("--exact", help="Block exactly NAME; with --surgical, when nothing was seen."),
     ] = False,
+    force: ForceOption = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change.")] = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
@@ -78,20 +92,31 @@ def block(
         surgical=surgical,
         processes=process or (),
         exact=exact,
+        force=force,
         dry_run=dry_run,
     )
     _report(change, dry_run)
 
 
 def unblock(
-    name: Annotated[str, typer.Argument(help="A name you blocked with `aidns block`.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A name you blocked: NAME removes every block rule for it, =NAME only the "
+            "exact ones, *.NAME only those for the name and below."
+        ),
+    ],
+    process: Annotated[
+        list[str] | None,
+        typer.Option(help="Only the rule scoped to exactly these processes (see `aidns rules`)."),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Remove your block rules for NAME; says so when a list blocks it instead."""
     directory = resolve_data_dir(config, data_dir)
-    done = unblock_name(directory, name, config_path=config, dry_run=dry_run)
+    done = unblock_name(directory, name, processes=process, config_path=config, dry_run=dry_run)
     _report(done.change, dry_run)
     if done.check_error is not None:
         raise done.check_error
@@ -107,17 +132,37 @@ def unblock(
 
 
 def allow(
-    name: Annotated[str, typer.Argument(help="The name; names below it are allowed too.")],
+    name: Annotated[str, typer.Argument(help=f"The name. {NAME_SYNTAX}")],
     note: NoteOption = "",
     exact: Annotated[bool, typer.Option("--exact", help="Allow exactly NAME only.")] = False,
+    force: ForceOption = False,
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Allow NAME (and below): this beats every list and every block rule."""
+    """Allow NAME (and below): this beats every list and every block rule. Undo: `unallow`."""
     directory = resolve_data_dir(config, data_dir)
-    change = allow_name(directory, name, note=note, exact=exact, dry_run=dry_run)
+    change = allow_name(directory, name, note=note, exact=exact, force=force, dry_run=dry_run)
     _report(change, dry_run)
+
+
+def unallow(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A name you allowed: NAME removes every allow rule for it, =NAME only the "
+            "exact one, *.NAME only the one for the name and below."
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Remove your allow rules for NAME: lists and block rules apply to it again."""
+    change = unallow_name(resolve_data_dir(config, data_dir), name, dry_run=dry_run)
+    _report(change, dry_run)
+    if not change.removed:
+        typer.echo(f"you have no allow rule for {name}; nothing changed")
 
 
 def rules(
@@ -125,7 +170,8 @@ def rules(
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Your own rules: name, kind (block, allow, surgical), scope, note, when added."""
+    """Your own rules: name (=NAME: exactly), kind, scope, note, when added, and the command
+    that undoes each."""
     shown = [rule.as_json() for rule in user_rules(resolve_data_dir(config, data_dir))]
     if as_json:
         typer.echo(json.dumps(shown, indent=2))
@@ -133,7 +179,7 @@ def rules(
         typer.echo("no rules of your own yet: see `aidns block --help` and `aidns allow --help`")
     else:
         columns = [("name", "name"), ("kind", "kind"), ("scope", "scope"), ("note", "note")]
-        typer.echo(render(shown, [*columns, ("added", "added")]))
+        typer.echo(render(shown, [*columns, ("added", "added"), ("undo", "undo")]))
 
 
 def pause(

@@ -151,7 +151,8 @@ class QueryLogReader:
         """Each name under `name` with each process that looked it up, for surgical blocks."""
         where, values = LogFilter(domain=name).where()
         return self._rows(
-            "SELECT name, process, tool, max(pid) AS pid, max(relay) AS relay, sum(count) AS count"
+            "SELECT name, process, tool, max(exe) AS exe, max(pid) AS pid, max(relay) AS relay,"
+            " sum(count) AS count"
             f" FROM queries{where} GROUP BY name, process, tool ORDER BY name",
             values,
         )

@@ -27,13 +27,14 @@ from aidns.resolver.errors import AidnsError, ConfigError
 from aidns.resolver.query import Action, Decision
 from aidns.resolver.querylog.reader import QueryLogReader, parse_time
 from aidns.resolver.querylog.schema import DB_NAME
+from aidns.resolver.rules.names import check_reach, parse_rule_name
 from aidns.resolver.rules.ruleset import build_rule_set
 from aidns.resolver.rules.user import (
     RULES_NAME,
     Change,
     UserRule,
     add_rules,
-    domain_argument,
+    covering_allows,
     load_rules,
     plan_surgical,
     remove_rules,
@@ -48,21 +49,34 @@ def block_name(
     surgical: bool = False,
     processes: Sequence[str] = (),
     exact: bool = False,
+    force: bool = False,
     dry_run: bool = False,
 ) -> Change:
-    """Block `name` and below for everyone (exactly `name` with `exact`); or, `surgical` or
-    with `processes`, only the names under it the query log saw, for the processes that asked
-    (or those given)."""
+    """Block `name` and below for everyone (exactly `name` with `exact` or `=name`); or,
+    `surgical` or with `processes`, only the names under it that AI tools (or the processes
+    given) looked up, for them. A public suffix or an IP address is refused unless `force`."""
+    typed = parse_rule_name(name)
+    check_reach(typed.name, force)
+    exact = exact or typed.exact is True
     if surgical or processes:
         change = plan_surgical(
-            name, _seen_under(data_dir, name), processes, exact_fallback=exact, note=note
+            typed.name,
+            _seen_under(data_dir, typed.name),
+            processes,
+            exact_fallback=exact,
+            note=note,
         )
     else:
-        change = Change(added=[UserRule(domain_argument(name), exact=exact, note=note)])
+        change = Change(added=[UserRule(typed.name, exact=exact, note=note)])
     if change.added:
         with locked(data_dir):
             done = add_rules(data_dir / RULES_NAME, change.added, dry_run=dry_run)
         change.added = done.added
+    for allow in covering_allows(load_rules(data_dir / RULES_NAME), typed.name):
+        change.messages.append(
+            f"your allow rule for {allow.typed} wins over any block, so {typed.name} still "
+            f"resolves; remove it with `{allow.undo}`"
+        )
     return change
 
 
@@ -88,14 +102,29 @@ class Unblock:
 
 
 def unblock_name(
-    data_dir: Path, name: str, *, config_path: Path | None = None, dry_run: bool = False
+    data_dir: Path,
+    name: str,
+    *,
+    processes: Sequence[str] | None = None,
+    config_path: Path | None = None,
+    dry_run: bool = False,
 ) -> Unblock:
-    """Remove the user's block rules for exactly `name`, then see whether a list blocks it."""
+    """Remove the user's block rules for `name` (only the exact ones for `=name`, only the
+    subtree ones for `*.name`; only those for `processes` when given), then see whether a
+    list blocks it."""
+    typed = parse_rule_name(name)
     with locked(data_dir):
-        change = remove_rules(data_dir / RULES_NAME, name, "block", dry_run=dry_run)
+        change = remove_rules(
+            data_dir / RULES_NAME,
+            typed.name,
+            "block",
+            exact=typed.exact,
+            processes=processes,
+            dry_run=dry_run,
+        )
     try:
         settings = load_settings(config_path=config_path, data_dir=data_dir)
-        decision = build_rule_set(settings).matcher.decide(domain_argument(name).encode())
+        decision = build_rule_set(settings).matcher.decide(typed.name.encode())
     except AidnsError as exc:
         return Unblock(change, check_error=exc)
     by_list = decision is not None and not decision.list_name.startswith("rules:")
@@ -105,12 +134,31 @@ def unblock_name(
 
 
 def allow_name(
-    data_dir: Path, name: str, *, note: str = "", exact: bool = False, dry_run: bool = False
+    data_dir: Path,
+    name: str,
+    *,
+    note: str = "",
+    exact: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
 ) -> Change:
-    """Allow `name` (and below, unless `exact`): this beats every list and every block rule."""
-    rule = UserRule(domain_argument(name), kind="allow", exact=exact, note=note)
+    """Allow `name` (and below, unless `exact` or `=name`): this beats every list and every
+    block rule. A public suffix or an IP address is refused unless `force`."""
+    typed = parse_rule_name(name)
+    check_reach(typed.name, force)
+    rule = UserRule(typed.name, kind="allow", exact=exact or typed.exact is True, note=note)
     with locked(data_dir):
         return add_rules(data_dir / RULES_NAME, [rule], dry_run=dry_run)
+
+
+def unallow_name(data_dir: Path, name: str, *, dry_run: bool = False) -> Change:
+    """Remove the user's allow rules for `name` (only the exact one for `=name`, only the
+    subtree one for `*.name`)."""
+    typed = parse_rule_name(name)
+    with locked(data_dir):
+        return remove_rules(
+            data_dir / RULES_NAME, typed.name, "allow", exact=typed.exact, dry_run=dry_run
+        )
 
 
 def user_rules(data_dir: Path) -> list[UserRule]:

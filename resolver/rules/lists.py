@@ -74,8 +74,27 @@ def normalize_domain(text: str) -> bytes:
         except UnicodeError as exc:
             raise ValueError(f"{excerpt(text)} is not a domain name ({exc})") from None
     if len(wire) > 253 or not DOMAIN_PATTERN.fullmatch(wire):
-        raise ValueError(f"{excerpt(text)} is not a domain name")
+        raise ValueError(f"{excerpt(text)} is not a domain name: {_why_not_a_name(wire)}")
     return wire
+
+
+def _why_not_a_name(wire: bytes) -> str:
+    if not wire:
+        return "it is empty"
+    if len(wire) > 253:
+        return f"it is {len(wire)} characters long, and a name has at most 253"
+    for label in wire.split(b"."):
+        if not label:
+            return "it has an empty label (a leading dot, or two dots in a row)"
+        if len(label) > 63:
+            return (
+                f"its label {label[:16].decode()}… has {len(label)} characters, "
+                "and a label has at most 63"
+            )
+        if label.startswith(b"-") or label.endswith(b"-"):
+            return f"its label {excerpt(label.decode(), 40)} starts or ends with a hyphen"
+    odd = sorted({chr(c) for c in wire if not (chr(c).isalnum() or chr(c) in "._-")})
+    return f"it holds {', '.join(map(repr, odd[:3]))}, which a name can't"
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,14 +57,27 @@ class UserRule:
         entry["added"] = self.added
         return entry
 
+    @property
+    def typed(self) -> str:
+        """The name as the rules commands take it: `=name` for exactly the name."""
+        return ("=" if self.exact else "") + self.name
+
+    @property
+    def undo(self) -> str:
+        """The command that removes this rule and no other."""
+        verb = "unblock" if self.kind == "block" else "unallow"
+        name = self.typed if self.exact else f"*.{self.name}"
+        return f"aidns {verb} {name}" + "".join(f" --process {p}" for p in self.processes)
+
     def as_json(self) -> dict[str, str]:
         """The rule as `aidns rules` shows it: kind is block, allow or surgical."""
         return {
-            "name": ("=" if self.exact else "") + self.name,
+            "name": self.typed,
             "kind": self.label,
             "scope": self.scope,
             "note": self.note,
             "added": self.added,
+            "undo": self.undo,
         }
 
     def covers(self, process: ProcessInfo) -> bool:
@@ -233,15 +246,41 @@ def add_rules(path: Path, new: Sequence[UserRule], *, dry_run: bool = False) -> 
 
 
 def remove_rules(
-    path: Path, name: str, kind: str | None = None, *, dry_run: bool = False
+    path: Path,
+    name: str,
+    kind: str | None = None,
+    *,
+    exact: bool | None = None,
+    processes: Sequence[str] | None = None,
+    dry_run: bool = False,
 ) -> Change:
-    """Remove every rule of the user's for exactly `name` (of `kind`, if given)."""
+    """Remove the user's rules for exactly `name`: of `kind`, and of that match (`exact`) and
+    scope (`processes`, in any order) when given."""
     wanted = domain_argument(name)
+    scope = None if processes is None else sorted(processes)
     rules = load_rules(path)
-    change = Change(removed=[r for r in rules if r.name == wanted and kind in (None, r.kind)])
+    change = Change(
+        removed=[
+            r
+            for r in rules
+            if r.name == wanted
+            and kind in (None, r.kind)
+            and exact in (None, r.exact)
+            and (scope is None or sorted(r.processes) == scope)
+        ]
+    )
     if change.removed and not dry_run:
         save_rules(path, [r for r in rules if r not in change.removed])
     return change
+
+
+def covering_allows(rules: Sequence[UserRule], name: str) -> list[UserRule]:
+    """The user's allow rules that let `name` through whatever blocks it."""
+    return [
+        r
+        for r in rules
+        if r.kind == "allow" and (r.name == name or (not r.exact and name.endswith("." + r.name)))
+    ]
 
 
 def plan_surgical(
@@ -255,49 +294,66 @@ def plan_surgical(
     """The narrowest block for `name`, from what the query log saw under it.
 
     `seen` holds one row per (name looked up, process): `name`, `process`, `tool`, `pid`,
-    `relay`. Each name seen becomes an exact rule for the processes that asked, or for the
-    `processes` given. Where the asker could not be seen, the rule falls back to everyone.
+    `relay`, and `exe` when known. Without `processes`, each name an AI tool (one the tool
+    catalogue knows) looked up becomes an exact rule for those tools; every other asker is
+    left alone and named. With `processes`, only the names those processes looked up count,
+    and the rules are for them; with none seen, `name` itself is blocked for them.
     """
     domain = domain_argument(name)
     change = Change()
     names: dict[str, set[str]] = {}
-    unattributed: set[str] = set()
+    left_alone: dict[str, set[str]] = {}
     for row in seen:
         looked_up = str(row["name"])
-        who = row.get("tool") or row.get("process")
-        if row.get("relay") or row.get("pid") is None or not who:
-            unattributed.add(looked_up)
-            names.setdefault(looked_up, set())
-        else:
-            names.setdefault(looked_up, set()).add(str(who))
-    if not names:
+        asker = ProcessInfo(
+            row.get("pid"), row.get("process"), row.get("exe"), tool=row.get("tool")
+        )
         if processes:
-            change.added.append(UserRule(domain, processes=tuple(processes), note=note))
+            if any(_process_matches(pattern, asker) for pattern in processes):
+                names.setdefault(looked_up, set()).update(processes)
+        elif row.get("tool") and row.get("pid") is not None and not row.get("relay"):
+            names.setdefault(looked_up, set()).add(str(row["tool"]))
+        else:
+            who = row.get("process") if not row.get("relay") else None
+            left_alone.setdefault(str(who or ""), set()).add(looked_up)
+    for who, looked in sorted(left_alone.items()):
+        shown = ", ".join(sorted(looked)[:3]) + (" …" if len(looked) > 3 else "")
+        if who:
             change.messages.append(
-                f"nothing seen under {domain} yet; blocking it for {', '.join(processes)}"
-            )
-        elif exact_fallback:
-            change.added.append(UserRule(domain, exact=True, note=note))
-            change.messages.append(
-                f"nothing seen under {domain} yet; blocking exactly {domain} for everyone"
+                f"left alone: {who} (not a known AI tool) looked up {shown}; "
+                f"include it with --process {who}"
             )
         else:
             change.messages.append(
-                f"nothing under {domain} has been looked up yet, so there is nothing to block "
-                "surgically. Run the tool, then try again; or give --process, or --exact to "
-                f"block exactly {domain} for everyone now."
+                f"left alone: {shown}, looked up by a program aidns could not see (the system "
+                "resolver relayed it, or the process had gone); name it with --process"
             )
+    if not names:
+        change.messages.extend(_nothing_seen(domain, processes, exact_fallback, note, change))
         return change
     for looked_up, askers in sorted(names.items()):
-        if processes:
-            scope = tuple(processes)
-        elif looked_up in unattributed or not askers:
-            change.messages.append(
-                f"{looked_up}: who asked could not be seen (the process is unknown, or a "
-                "system resolver relayed the query), so it is blocked for everyone"
-            )
-            scope = ()
-        else:
-            scope = tuple(sorted(askers))
-        change.added.append(UserRule(looked_up, exact=True, processes=scope, note=note))
+        change.added.append(
+            UserRule(looked_up, exact=True, processes=tuple(sorted(askers)), note=note)
+        )
     return change
+
+
+def _nothing_seen(
+    domain: str, processes: Sequence[str], exact_fallback: bool, note: str, change: Change
+) -> list[str]:
+    if processes:
+        change.added.append(UserRule(domain, processes=tuple(processes), note=note))
+        return [
+            f"{', '.join(processes)} looked up nothing under {domain} yet; blocking it for them"
+        ]
+    if exact_fallback:
+        change.added.append(UserRule(domain, exact=True, note=note))
+        return [
+            f"no AI tool looked up anything under {domain} yet; "
+            f"blocking exactly {domain} for everyone"
+        ]
+    return [
+        f"no AI tool has looked up anything under {domain} yet, so there is nothing to block "
+        "surgically. Run the tool, then try again; or give --process, or --exact to "
+        f"block exactly {domain} for everyone now."
+    ]

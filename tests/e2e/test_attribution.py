@@ -82,20 +82,28 @@ def test_surgical_block_applies_to_one_program_only(resolver_netns: tuple[str, P
     assert via_getent("o7.ingest.up.test") == "127.0.0.1"
     assert via_python("o8.ingest.up.test") == "127.0.0.1"
     wait_for_rows(data_dir, "ingest.up.test", 2)
-    made = subprocess.run(
-        aidns_command("block", "ingest.up.test", "--surgical", f"--data-dir={data_dir}"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+
+    def block(*args: str) -> str:
+        return subprocess.run(
+            aidns_command("block", "ingest.up.test", *args, f"--data-dir={data_dir}"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+
+    left_alone = block("--surgical")  # neither getent nor python is an AI tool
+    assert "left alone: getent (not a known AI tool) looked up o7.ingest.up.test" in left_alone
+    assert "include it with --process getent" in left_alone
+    assert "added:" not in left_alone
+    made = block("--surgical", "--process", "getent")
     assert "exactly o7.ingest.up.test, for getent" in made
-    assert "exactly o8.ingest.up.test, for python" in made
+    assert "o8.ingest.up.test" not in made  # python looked that one up, not getent
     deadline = time.monotonic() + 3
     while via_getent("o7.ingest.up.test") != "0.0.0.0":
         assert time.monotonic() < deadline, "the surgical rule did not take effect"
         time.sleep(0.1)
     assert via_python("o7.ingest.up.test") == "127.0.0.1"  # another program still gets through
-    assert via_python("o8.ingest.up.test") == "0.0.0.0"
+    assert via_python("o8.ingest.up.test") == "127.0.0.1"
     assert via_getent("o8.ingest.up.test") == "127.0.0.1"
     assert via_getent("other.ingest.up.test") == "127.0.0.1"  # only the names seen

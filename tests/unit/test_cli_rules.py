@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from aidns.cli.main import app
@@ -40,7 +41,7 @@ def test_unblock_names_the_list_that_still_blocks(tmp_path: Path) -> None:
 
 def test_surgical_without_evidence_makes_no_rule(tmp_path: Path) -> None:
     out = run(tmp_path, "block", "sentry.io", "--surgical")
-    assert "nothing under sentry.io has been looked up yet" in out
+    assert "no AI tool has looked up anything under sentry.io yet" in out
     assert not (tmp_path / "rules.yaml").exists()
     out = run(tmp_path, "block", "sentry.io", "--surgical", "--process", "ollama")
     assert "added: block sentry.io and every name below it, for ollama" in out
@@ -83,3 +84,95 @@ def test_tcp_limits_in_words_only_once_they_acted() -> None:
         "TCP clients: 3 open, at most 100; closed 7 idle to make room, closed 1 that did not "
         "read their answers, failed to accept (EMFILE 2)"
     )
+
+
+def test_every_line_of_rules_says_the_command_that_undoes_it_and_that_command_works(
+    tmp_path: Path,
+) -> None:
+    run(tmp_path, "block", "stats.example.org")
+    run(tmp_path, "block", "=stats.example.org")
+    run(tmp_path, "block", "*.ads.example.net")
+    run(tmp_path, "allow", "ok.example.org")
+    run(tmp_path, "allow", "=exact.example.org")
+    run(tmp_path, "block", "ingest.sentry.io", "--surgical", "--process", "ollama")
+    rules = json.loads(run(tmp_path, "rules", "--json"))
+    assert len(rules) == 6
+    assert "aidns unblock =stats.example.org" in run(tmp_path, "rules")
+    while rules:
+        first = rules[0]
+        command = first["undo"].split()
+        assert command[0] == "aidns"
+        assert "removed:" in run(tmp_path, *command[1:])
+        left = json.loads(run(tmp_path, "rules", "--json"))
+        assert left == rules[1:], f"{first['undo']} removed more or less than its line"
+        rules = left
+
+
+def test_allow_has_an_undo_and_a_block_under_an_allow_says_the_allow_wins(tmp_path: Path) -> None:
+    run(tmp_path, "allow", "example.org")
+    out = run(tmp_path, "block", "x.example.org")
+    assert "added: block x.example.org" in out
+    assert "your allow rule for example.org wins over any block" in out
+    assert "aidns unallow *.example.org" in out
+    assert "removed: allow example.org" in run(tmp_path, "unallow", "example.org")
+    assert "wins" not in run(tmp_path, "block", "y.example.org")
+    assert "you have no allow rule for example.org" in run(tmp_path, "unallow", "example.org")
+
+
+def test_unblock_takes_the_same_syntax_as_rules_shows(tmp_path: Path) -> None:
+    run(tmp_path, "block", "=stats.example.org")
+    run(tmp_path, "block", "stats.example.org")
+    out = run(tmp_path, "unblock", "=stats.example.org")
+    assert "removed: block exactly stats.example.org" in out and "every name below" not in out
+    assert json.loads(run(tmp_path, "rules", "--json"))[0]["name"] == "stats.example.org"
+    run(tmp_path, "block", "=stats.example.org")
+    out = run(tmp_path, "unblock", "stats.example.org")  # a bare name: every rule for it
+    assert out.count("removed:") == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("com", "com is a top-level domain"),
+        ("CO.UK.", "co.uk is a public suffix"),
+        ("github.io", "github.io is a public suffix"),
+        ("=ai", "ai is a top-level domain"),
+        ("1.2.3.4", "1.2.3.4 is an IP address"),
+    ],
+)
+def test_names_that_reach_everything_are_refused_unless_forced(
+    tmp_path: Path, name: str, why: str
+) -> None:
+    for command in ("block", "allow"):
+        out = run(tmp_path, command, name, code=2)
+        assert why in out and "--force" in out
+        assert not (tmp_path / "rules.yaml").exists()
+    assert "added: block" in run(tmp_path, "block", name, "--force")
+    assert "added: block" in run(tmp_path, "block", "user.github.io")  # under a suffix is fine
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("a" * 64 + ".com", "has 64 characters, and a label has at most 63"),
+        (("abcdefgh." * 29) + "com", "characters long, and a name has at most 253"),
+        ("a..b", "an empty label"),
+        ("a-.com", "starts or ends with a hyphen"),
+        ("a b.com", "holds ' '"),
+    ],
+)
+def test_a_name_that_is_not_one_says_which_rule_it_breaks(
+    tmp_path: Path, name: str, said: str
+) -> None:
+    assert said in run(tmp_path, "block", name, code=2)
+
+
+def test_lists_enable_takes_several_names_and_changes_none_when_one_is_wrong(
+    tmp_path: Path,
+) -> None:
+    out = run(tmp_path, "lists", "disable", "sentry", "nosuch", "other", code=2)
+    assert "no list named 'nosuch' or 'other', so nothing changed" in out
+    assert not (tmp_path / "lists.state.yaml").exists()
+    out = run(tmp_path, "lists", "disable", "sentry", "ollama")
+    assert "sentry: off" in out and "ollama: off" in out
+    assert "sentry: on" in run(tmp_path, "lists", "enable", "sentry", "ollama")

@@ -93,22 +93,27 @@ def seen(
     }
 
 
-def test_surgical_blocks_exact_names_for_the_askers() -> None:
+def test_surgical_blocks_exact_names_for_the_ai_tools_that_asked_and_names_the_rest() -> None:
     change = plan_surgical(
         "sentry.io",
         [
             seen("o151352.ingest.sentry.io", "python3", "wandb"),
             seen("o151352.ingest.sentry.io", "ollama", "ollama"),
             seen("o19358.ingest.sentry.io", "code"),
+            seen("sentry.io", "dig"),
         ],
     )
     assert [(r.name, r.exact, r.processes) for r in change.added] == [
         ("o151352.ingest.sentry.io", True, ("ollama", "wandb")),
-        ("o19358.ingest.sentry.io", True, ("code",)),
+    ]
+    assert change.messages == [
+        "left alone: code (not a known AI tool) looked up o19358.ingest.sentry.io; "
+        "include it with --process code",
+        "left alone: dig (not a known AI tool) looked up sentry.io; include it with --process dig",
     ]
 
 
-def test_surgical_falls_back_to_everyone_when_the_asker_is_hidden() -> None:
+def test_surgical_leaves_a_hidden_asker_alone_and_says_so() -> None:
     change = plan_surgical(
         "sentry.io",
         [
@@ -116,29 +121,37 @@ def test_surgical_falls_back_to_everyone_when_the_asker_is_hidden() -> None:
             seen("o2.ingest.sentry.io", None),
         ],
     )
-    assert [(r.name, r.processes) for r in change.added] == [
-        ("o1.ingest.sentry.io", ()),
-        ("o2.ingest.sentry.io", ()),
+    assert change.added == []
+    assert change.messages[0].startswith("left alone: o1.ingest.sentry.io, o2.ingest.sentry.io")
+    assert "could not see" in change.messages[0] and "--process" in change.messages[0]
+
+
+def test_surgical_for_a_process_uses_only_what_that_process_looked_up() -> None:
+    rows = [
+        seen("o1.ingest.sentry.io", "ollama", "ollama"),
+        seen("o2.ingest.sentry.io", "dig"),
+        seen("o3.ingest.sentry.io", "cursor", "cursor"),
     ]
-    assert len(change.messages) == 2 and "could not be seen" in change.messages[0]
+    change = plan_surgical("sentry.io", rows, ["ollama"])
+    assert [(r.name, r.exact, r.processes) for r in change.added] == [
+        ("o1.ingest.sentry.io", True, ("ollama",))
+    ]
+    by_glob = plan_surgical("sentry.io", rows, ["cur*"])
+    assert [r.name for r in by_glob.added] == ["o3.ingest.sentry.io"]
 
 
 def test_surgical_with_nothing_seen() -> None:
     nothing = plan_surgical("sentry.io", [])
-    assert (
-        nothing.added == []
-        and "nothing under sentry.io has been looked up yet" in nothing.messages[0]
-    )
+    assert nothing.added == []
+    assert "no AI tool has looked up anything under sentry.io yet" in nothing.messages[0]
     exact = plan_surgical("sentry.io", [], exact_fallback=True)
     assert [(r.name, r.exact, r.processes) for r in exact.added] == [("sentry.io", True, ())]
     chosen = plan_surgical("sentry.io", [], ["ollama"])
     assert [(r.name, r.exact, r.processes) for r in chosen.added] == [
         ("sentry.io", False, ("ollama",))
     ]
-    chosen_seen = plan_surgical("sentry.io", [seen("o1.ingest.sentry.io", "curl")], ["ollama"])
-    assert [(r.name, r.processes) for r in chosen_seen.added] == [
-        ("o1.ingest.sentry.io", ("ollama",))
-    ]
+    other_asked = plan_surgical("sentry.io", [seen("o1.ingest.sentry.io", "curl")], ["ollama"])
+    assert [(r.name, r.processes) for r in other_asked.added] == [("sentry.io", ("ollama",))]
 
 
 def test_a_rules_file_over_its_limit_is_refused_by_name(tmp_path: Path) -> None:
