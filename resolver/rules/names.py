@@ -15,11 +15,13 @@ from __future__ import annotations
 import functools
 import ipaddress
 from dataclasses import dataclass
-
-from publicsuffixlist import PublicSuffixList
+from typing import TYPE_CHECKING
 
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.rules.lists import normalize_domain
+
+if TYPE_CHECKING:
+    from publicsuffixlist import PublicSuffixList
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,4 +84,6 @@ def check_reach(name: str, force: bool) -> None:
 
 @functools.cache
 def _suffixes() -> PublicSuffixList:
+    from publicsuffixlist import PublicSuffixList  # only the commands that need it pay for it
+
     return PublicSuffixList(only_icann=False)
