@@ -184,24 +184,37 @@ def rules(
 
 def pause(
     duration: Annotated[
-        str, typer.Argument(help="How long: 30s, 5m, 2h; `forever` until `aidns resume`.")
+        str,
+        typer.Argument(
+            help="How long: 30s, 5m, 2h, 2d; an end time such as 2026-11-29T18:00; or "
+            "`forever`, until `aidns resume`."
+        ),
     ] = DEFAULT_PAUSE,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Stop blocking for everyone for a while (five minutes unless told); still logs all."""
     until = pause_blocking(resolve_data_dir(config, data_dir), duration)
-    if until == math.inf:
-        text = "until `aidns resume`"
-    else:
-        text = f"until {time.strftime('%H:%M:%S', time.localtime(until))}"
-    typer.echo(f"blocking paused {text}")
+    typer.echo(
+        f"blocking paused {'until `aidns resume`' if until == math.inf else when_ends(until)}"
+    )
+
+
+def when_ends(moment: float) -> str:
+    """`until 18:00:00` today, with the date on any other day."""
+    local = time.localtime(moment)
+    today = time.localtime()
+    if local[:3] == today[:3]:
+        return f"until {time.strftime('%H:%M:%S', local)}"
+    return f"until {time.strftime('%a %Y-%m-%d %H:%M:%S', local)}"
 
 
 def resume(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Blocking on again."""
-    resume_blocking(resolve_data_dir(config, data_dir))
-    typer.echo("blocking resumed")
+    if resume_blocking(resolve_data_dir(config, data_dir)):
+        typer.echo("blocking resumed")
+    else:
+        typer.echo("blocking was not paused; nothing changed")
 
 
 def status(
@@ -240,7 +253,7 @@ def status(
         if tcp:
             typer.echo(tcp)
     if paused is not None:
-        ends = "until resumed" if paused == float("inf") else f"until {when(paused)}"
+        ends = "until resumed" if paused == float("inf") else when_ends(paused)
         typer.echo(f"blocking is PAUSED {ends}")
     for error in (found or {}).get("errors", []) if running else []:
         typer.echo(f"error: {error}")

@@ -20,17 +20,17 @@ from aidns.resolver.querylog.schema import DB_NAME, connect, subtree_range
 
 VERDICTS = ("blocked", "allowed", "watched", "forwarded", "cached", "refused", "error")
 TOP_KINDS = ("domain", "process", "tool", "blocked")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_time(text: str, *, option: str, now: float | None = None) -> float:
     """`90s`, `15m`, `1h`, `2d`, `1w` ago, an ISO date or date-time, or Unix seconds."""
     now = time.time() if now is None else now
     value = text.strip().lower()
-    found = _DURATION.match(value)
+    found = DURATION.match(value)
     if found:
-        return now - float(found.group(1)) * _UNITS_S[found.group(2)]
+        return now - float(found.group(1)) * UNITS_S[found.group(2)]
     try:
         return float(value)
     except ValueError:

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from aidns.resolver.datafiles import (
 )
 from aidns.resolver.errors import AidnsError, ConfigError
 from aidns.resolver.query import Action, Decision
-from aidns.resolver.querylog.reader import QueryLogReader, parse_time
+from aidns.resolver.querylog.reader import DURATION, UNITS_S, QueryLogReader
 from aidns.resolver.querylog.schema import DB_NAME
 from aidns.resolver.rules.names import check_reach, parse_rule_name
 from aidns.resolver.rules.ruleset import build_rule_set
@@ -166,29 +167,52 @@ def user_rules(data_dir: Path) -> list[UserRule]:
     return load_rules(data_dir / RULES_NAME)
 
 
-def pause_blocking(data_dir: Path, duration: str) -> float:
-    """Stop blocking for `duration` (`30s`, `5m`, `2h`), or `forever`/`0` until resumed.
-    Returns when the pause ends: Unix seconds, or inf for until resumed."""
-    if duration in ("forever", "0"):
-        until, deadline = "", math.inf
-    else:
-        seconds = time.time() - parse_time(duration, option="DURATION", now=time.time())
+def pause_end(text: str, now: float) -> float:
+    """When a pause given as `30s`, `5m`, `2h`, `2d`, `forever` or an end time ends: Unix
+    seconds, or inf for until resumed. ConfigError says what is wrong."""
+    value = text.strip().lower()
+    if value == "forever":
+        return math.inf
+    if value.replace(".", "", 1).isdigit():
+        value += "s" if float(value) == 0 else "?"  # a number needs its unit
+    found = DURATION.match(value)
+    if found:
+        seconds = float(found.group(1)) * UNITS_S[found.group(2)]
         if seconds <= 0:
-            raise ConfigError(f"DURATION: {duration!r} must be positive")
-        deadline = time.time() + seconds
-        until = f"{deadline:.3f}"
+            raise ConfigError(
+                f"DURATION: {text!r} is no time at all; `forever` pauses until `aidns resume`"
+            )
+        return now + seconds
+    try:
+        end = datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise ConfigError(
+            f"DURATION: {text!r} is not a duration or an end time; use 30s, 5m, 2h, 2d, "
+            "`forever`, or a time to end, such as 2026-11-29T18:00"
+        ) from None
+    if end <= now:
+        raise ConfigError(f"DURATION: {text!r} is in the past")
+    return end
+
+
+def pause_blocking(data_dir: Path, duration: str) -> float:
+    """Stop blocking for `duration` (see `pause_end`). Returns when the pause ends."""
+    deadline = pause_end(duration, time.time())
+    until = "" if deadline == math.inf else f"{deadline:.3f}"
     with locked(data_dir):
         write_atomic(data_dir / PAUSE_NAME, until + "\n")
     return deadline
 
 
-def resume_blocking(data_dir: Path) -> None:
-    """Blocking on again."""
+def resume_blocking(data_dir: Path) -> bool:
+    """Blocking on again; False when it was not paused."""
     try:
         with locked(data_dir):
+            paused = read_pause(data_dir) is not None
             (data_dir / PAUSE_NAME).unlink(missing_ok=True)
     except OSError as exc:
         raise AidnsError(str(exc)) from None
+    return paused
 
 
 @dataclass(frozen=True, slots=True)

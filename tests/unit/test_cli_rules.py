@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,9 @@ def test_surgical_without_evidence_makes_no_rule(tmp_path: Path) -> None:
 
 def test_bad_input_is_one_line(tmp_path: Path) -> None:
     assert "'bad..name' is not a domain name" in run(tmp_path, "block", "bad..name", code=2)
-    assert "DURATION: 'soon' is not a time" in run(tmp_path, "pause", "soon", code=2)
+    assert "DURATION: 'soon' is not a duration or an end time" in run(
+        tmp_path, "pause", "soon", code=2
+    )
     (tmp_path / "rules.yaml").write_text("rules: [\n")
     assert "rules.yaml:2: not valid YAML" in run(tmp_path, "rules", code=2)
 
@@ -176,3 +179,21 @@ def test_lists_enable_takes_several_names_and_changes_none_when_one_is_wrong(
     out = run(tmp_path, "lists", "disable", "sentry", "ollama")
     assert "sentry: off" in out and "ollama: off" in out
     assert "sentry: on" in run(tmp_path, "lists", "enable", "sentry", "ollama")
+
+
+def test_pause_takes_durations_end_times_and_forever_and_says_the_date_when_not_today(
+    tmp_path: Path,
+) -> None:
+    assert "DURATION: '0' is no time at all; `forever`" in run(tmp_path, "pause", "0", code=2)
+    assert "is in the past" in run(tmp_path, "pause", "2020-01-01", code=2)
+    assert not (tmp_path / "pause").exists()
+    in_two_days = time.localtime(time.time() + 2 * 86400)
+    out = run(tmp_path, "pause", "2d")
+    assert time.strftime("%Y-%m-%d", in_two_days) in out
+    end = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 3 * 86400))
+    out = run(tmp_path, "pause", end)
+    assert f"until {time.strftime('%a', time.localtime(time.time() + 3 * 86400))} " in out
+    assert end.replace("T", " ") in out
+    assert "until `aidns resume`" in run(tmp_path, "pause", "forever")
+    assert "blocking resumed" in run(tmp_path, "resume")
+    assert "blocking was not paused; nothing changed" in run(tmp_path, "resume")
