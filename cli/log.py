@@ -5,14 +5,17 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
 from aidns.cli.options import ConfigOption, DataDirOption
-from aidns.cli.table import render, when
+from aidns.cli.table import moments, render, when
 from aidns.resolver.config import resolve_data_dir
+from aidns.resolver.errors import ConfigError
 from aidns.resolver.querylog import reader as querylog
 from aidns.resolver.querylog.reader import LogFilter, parse_time
 from aidns.resolver.querylog.schema import COLUMNS
@@ -23,6 +26,7 @@ SinceOption = Annotated[
 LOG_COLUMNS = [
     ("ts", "time"),
     ("count", "n"),
+    ("client", "client"),
     ("process", "process"),
     ("tool", "tool"),
     ("name", "name"),
@@ -37,12 +41,32 @@ def _verdict_colour(row: dict[str, Any]) -> str | None:
     return {"watched": "yellow", "blocked": "red"}.get(str(row.get("verdict")))
 
 
-def _readable(row: dict[str, Any]) -> dict[str, Any]:
-    shown = dict(row)
-    shown["ts"] = when(row.get("ts"))
-    if row.get("verdict") == "watched":
-        shown["verdict"] = "WATCHED"
+FOLLOW_WIDTHS = [19, 5, 15, 15, 12, 40, 5, 9, 14, 30]  # what `--follow` keeps to, row by row
+
+
+def _readable(rows: list[dict[str, Any]], dated: bool = False) -> list[dict[str, Any]]:
+    times = (
+        moments([row.get("ts") for row in rows])
+        if not dated
+        else [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["ts"])) for row in rows]
+    )
+    shown = []
+    for row, moment in zip(rows, times, strict=True):
+        readable = dict(row)
+        readable["ts"] = moment
+        if row.get("verdict") == "watched":
+            readable["verdict"] = "WATCHED"
+        shown.append(readable)
     return shown
+
+
+def _with_time(row: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    """The row's fields, and `time`: its moment in ISO 8601 with the UTC offset."""
+    picked = {key: row.get(key) for key in fields}
+    picked["time"] = (
+        datetime.fromtimestamp(row["ts"]).astimezone().isoformat(timespec="milliseconds")
+    )
+    return picked
 
 
 def log(
@@ -51,6 +75,9 @@ def log(
         str | None, typer.Option(help="Process name, executable path or pid.")
     ] = None,
     tool: Annotated[str | None, typer.Option(help="Tool name, e.g. ollama.")] = None,
+    client: Annotated[
+        str | None, typer.Option(help="Client address, e.g. 192.168.1.20 (with --allow-net).")
+    ] = None,
     verdict: Annotated[
         str | None,
         typer.Option(help="blocked, allowed, watched, forwarded, cached, refused, error."),
@@ -70,11 +97,14 @@ def log(
 
     Identical queries from one process within a second share a row; `n` counts them.
     """
+    if as_json and as_csv:
+        raise ConfigError("--json and --csv: choose one")
     log_filter = LogFilter(
         domain=domain,
         process=process,
         tool=tool,
         verdict=verdict,
+        client=client,
         since=parse_time(since, option="--since") if since else None,
         until=parse_time(until, option="--until") if until else None,
     )
@@ -84,7 +114,7 @@ def log(
         rows, newer = querylog.follow(data, log_filter, limit)
     else:
         rows = querylog.search(data, log_filter, limit)
-    fields = ["id", *COLUMNS]
+    fields = ["id", *COLUMNS, "time"]
     writer = csv.DictWriter(sys.stdout, fields, extrasaction="ignore") if as_csv else None
     if writer is not None:
         writer.writeheader()
@@ -92,12 +122,18 @@ def log(
     def emit(batch: list[dict[str, Any]], header: bool) -> None:
         if as_json:
             for row in batch:
-                typer.echo(json.dumps({k: row.get(k) for k in fields}))
+                typer.echo(json.dumps(_with_time(row, fields[:-1])))
         elif writer is not None:
-            writer.writerows(batch)
+            writer.writerows(_with_time(row, fields[:-1]) for row in batch)
             sys.stdout.flush()
         elif batch or header:
-            table = render([_readable(r) for r in batch], LOG_COLUMNS, highlight=_verdict_colour)
+            widths = FOLLOW_WIDTHS if follow else None
+            table = render(
+                _readable(batch, dated=follow),
+                LOG_COLUMNS,
+                highlight=_verdict_colour,
+                widths=widths,
+            )
             typer.echo(table if header else "\n".join(table.splitlines()[1:]))
 
     emit(rows, header=True)

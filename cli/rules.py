@@ -252,6 +252,10 @@ def status(
         tcp = describe_tcp(found.get("tcp", {}))
         if tcp:
             typer.echo(tcp)
+        faults = found.get("faults", {})
+        if faults:
+            kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(faults.items()))
+            typer.echo(f"unexpected errors: {sum(faults.values())} ({kinds}); see aidns's log")
     if paused is not None:
         ends = "until resumed" if paused == float("inf") else when_ends(paused)
         typer.echo(f"blocking is PAUSED {ends}")

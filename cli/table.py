@@ -19,17 +19,35 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", moment)
 
 
+def moments(timestamps: Sequence[float | None]) -> list[str]:
+    """Local times for one table: HH:MM:SS when every one is today, else all with the date."""
+    today = time.strftime("%Y-%m-%d")
+    days = {time.strftime("%Y-%m-%d", time.localtime(ts)) for ts in timestamps if ts is not None}
+    shape = "%H:%M:%S" if days <= {today} else "%Y-%m-%d %H:%M:%S"
+    return [time.strftime(shape, time.localtime(ts)) if ts is not None else "" for ts in timestamps]
+
+
 def render(
     rows: Sequence[dict[str, Any]],
     columns: Sequence[tuple[str, str]],
     *,
     highlight: Callable[[dict[str, Any]], str | None] | None = None,
     max_width: int = 60,
+    widths: Sequence[int] | None = None,
 ) -> str:
-    """`columns` are (key, heading); `highlight` may name a colour for a row (on a terminal)."""
-    cells = [[_text(row.get(key), max_width) for key, _ in columns] for row in rows]
+    """`columns` are (key, heading); `highlight` may name a colour for a row (on a terminal).
+    With `widths`, every column has that width, cut short if need be: rows rendered apart
+    (as `log --follow` prints them) still line up."""
+    if widths is not None:
+        cells = [
+            [_text(row.get(key), w) for (key, _), w in zip(columns, widths, strict=True)]
+            for row in rows
+        ]
+    else:
+        cells = [[_text(row.get(key), max_width) for key, _ in columns] for row in rows]
     headings = [heading for _, heading in columns]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headings)]
+    if widths is None:
+        widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headings)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headings, widths, strict=True)).rstrip()]
     for row, texts in zip(rows, cells, strict=True):
         line = "  ".join(t.ljust(w) for t, w in zip(texts, widths, strict=True)).rstrip()

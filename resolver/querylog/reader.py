@@ -50,12 +50,16 @@ class LogFilter:
     process: str | None = None
     tool: str | None = None
     verdict: str | None = None
+    client: str | None = None
     since: float | None = None
     until: float | None = None
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         values: list[Any] = []
+        if self.client:
+            clauses.append("client = ?")
+            values.append(self.client)
         if self.domain:
             exact, low, high = subtree_range(self.domain)
             clauses.append("(rname = ? OR (rname >= ? AND rname < ?))")

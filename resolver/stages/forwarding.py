@@ -40,13 +40,14 @@ class _Outcome(NamedTuple):
     response: bytes  # with the asking query's ID and question
     decision: Decision
     upstream: str | None = None
-    replaces: bool = False  # an error replaces the verdict of earlier stages
+    replaces: bool = False  # an error replaces the verdict of earlier stages but `watched`
 
     def apply(self, query: Query, shared: bool) -> None:
         query.response = _reframed(query, self.response) if shared else self.response
         query.upstream = self.upstream
-        if self.replaces or query.decision is None:
-            query.decision = self.decision
+        earlier = query.decision
+        if earlier is None or (self.replaces and earlier.action is not Action.WATCHED):
+            query.decision = self.decision  # a watched name stays watched: its rcode tells
 
 
 def _reframed(query: Query, response: bytes) -> bytes:

@@ -87,7 +87,7 @@ def test_log_filters(data_dir: Path) -> None:
 
 def test_log_table_and_csv(data_dir: Path) -> None:
     table = run("log", f"--data-dir={data_dir}")
-    assert table.splitlines()[0].split()[:3] == ["time", "n", "process"]
+    assert table.splitlines()[0].split()[:3] == ["time", "n", "client"]
     assert "WATCHED" in table
     rows = list(csv.DictReader(io.StringIO(run("log", "--csv", f"--data-dir={data_dir}"))))
     assert {r["verdict"] for r in rows} == {"watched", "blocked", "forwarded"}
@@ -136,3 +136,50 @@ def test_time_parsing() -> None:
     assert parse_time("2026-11-29T08:00", option="--since") == time.mktime(
         (2026, 11, 29, 8, 0, 0, 0, 0, -1)
     )
+
+
+def test_log_times_carry_the_date_once_rows_span_days_and_always_in_json_and_csv(
+    data_dir: Path,
+) -> None:
+    table = run("log", f"--data-dir={data_dir}").splitlines()
+    yesterday = time.strftime("%Y-%m-%d", time.localtime(time.time() - 86400 * 2))
+    connection = sqlite3.connect(data_dir / DB_NAME)
+    with connection:
+        connection.execute("UPDATE queries SET ts = ts - 2 * 86400 WHERE name = 'example.com'")
+    connection.close()
+    dated = run("log", f"--data-dir={data_dir}").splitlines()
+    today = time.strftime("%Y-%m-%d")
+    if not any(today in line for line in table):  # all of today's rows: no date at all
+        assert not any(yesterday in line for line in table)
+    assert all(line.split()[0] in (today, yesterday) for line in dated[1:])
+    row = json.loads(run("log", "--json", "--limit=1", f"--data-dir={data_dir}"))
+    assert row["time"].startswith(today) and row["time"][-6] in "+-"
+    header, first = run("log", "--csv", "--limit=1", f"--data-dir={data_dir}").splitlines()[:2]
+    assert header.split(",")[-1] == "time" and today in first
+
+
+def test_log_has_a_client_column_and_filter_and_refuses_two_formats(data_dir: Path) -> None:
+    assert run("log", f"--data-dir={data_dir}").splitlines()[0].split()[:3] == [
+        "time",
+        "n",
+        "client",
+    ]
+    assert run("log", "--client=127.0.0.1", "--json", f"--data-dir={data_dir}").count("\n") == 5
+    assert run("log", "--client=192.0.2.7", "--json", f"--data-dir={data_dir}") == ""
+    result = runner.invoke(app, ["log", "--json", "--csv", f"--data-dir={data_dir}"])
+    assert result.exit_code == 2 and "--json and --csv: choose one" in result.output
+
+
+def test_follow_rows_line_up_with_the_header() -> None:
+    from aidns.cli.log import FOLLOW_WIDTHS, LOG_COLUMNS
+    from aidns.cli.table import render
+
+    rows = [
+        {"ts": "2026-11-29 10:00:00", "count": 1, "name": "a.example", "verdict": "blocked"},
+        {"ts": "2026-11-29 10:00:01", "count": 12345, "name": "x" * 80, "process": "p" * 30},
+    ]
+    header = render([], LOG_COLUMNS, widths=FOLLOW_WIDTHS).splitlines()[0]
+    lines = [render([row], LOG_COLUMNS, widths=FOLLOW_WIDTHS).splitlines()[1] for row in rows]
+    starts = [header.index(heading) for _, heading in LOG_COLUMNS[:6]]
+    for line in lines:
+        assert [line[start - 2 : start] for start in starts[1:]] == ["  "] * 5

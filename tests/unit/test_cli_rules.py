@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -197,3 +198,22 @@ def test_pause_takes_durations_end_times_and_forever_and_says_the_date_when_not_
     assert "until `aidns resume`" in run(tmp_path, "pause", "forever")
     assert "blocking resumed" in run(tmp_path, "resume")
     assert "blocking was not paused; nothing changed" in run(tmp_path, "resume")
+
+
+def test_status_text_shows_the_unexpected_errors_that_json_shows(tmp_path: Path) -> None:
+    (tmp_path / "status.json").write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "started": time.time(),
+                "updated": time.time(),
+                "listen": ["udp 127.0.0.1:53"],
+                "faults": {"reading a packet": 3, "telling QueryRecorder of a query": 1},
+            }
+        )
+    )
+    out = run(tmp_path, "status")
+    assert (
+        "unexpected errors: 4 (reading a packet 3, telling QueryRecorder of a query 1); "
+        "see aidns's log" in out
+    )

@@ -218,3 +218,23 @@ def test_upstream_queries_in_flight_leave_descriptors_for_tcp_clients() -> None:
     assert upstream_query_limit(1024, 100) == 1024 - 100 - 64
     assert upstream_query_limit(200, 100) == 36
     assert upstream_query_limit(150, 100) == 16
+
+
+def test_a_watched_name_whose_upstream_fails_stays_watched_with_its_list() -> None:
+    watched = Decision(Action.WATCHED, "api.openai.com", "cloud-ai")
+    asked = [query_with("api.openai.com", 1), query_with("plain.test", 2)]
+    asked[0].decision = watched
+
+    async def scenario(server: FakeNameserver) -> None:
+        forwarding = forwarding_to(server, timeout_s=0.2)
+        try:
+            for query in asked:
+                await forwarding.resolve(query)
+        finally:
+            await forwarding.pool.aclose()
+
+    with FakeNameserver(default=Behaviour.SILENT) as server:
+        asyncio.run(scenario(server))
+    assert asked[0].decision == watched
+    assert asked[0].response is not None and asked[0].response[3] & 0x0F == Rcode.SERVFAIL
+    assert asked[1].decision is not None and asked[1].decision.action is Action.ERROR
