@@ -150,6 +150,27 @@ def parse_answer(response: bytes, question_end: int, config: CacheConfig) -> Cac
     return CachedAnswer(flags, (answers, authority, kept_additional), b"".join(kept), ttls, ttl_s)
 
 
+def clamp_ttls(response: bytes, question_end: int, config: CacheConfig) -> bytes:
+    """`response` with every record's TTL kept within the cache's bounds, as clients see a
+    cached answer; the same bytes when none is out of them, or the response can't be read."""
+    low, high = config.min_ttl_s, config.max_ttl_s
+    if len(response) < 12:
+        return response
+    patched: bytearray | None = None
+    pos = question_end
+    try:
+        for _ in range(sum(struct.unpack_from("!HHH", response, 6))):
+            pos = skip_name(response, pos)
+            rtype, _rclass, ttl, rdlength = _RR_FIXED.unpack_from(response, pos)
+            if rtype != OPT and not low <= ttl <= high:
+                patched = patched or bytearray(response)
+                _TTL.pack_into(patched, pos + 4, min(max(ttl, low), high))
+            pos += 10 + rdlength
+    except (IndexError, struct.error, ValueError):
+        return response
+    return bytes(patched) if patched is not None else response
+
+
 class AnswerCache:
     """Bounded map from (name, type, class, DO, CD) to CachedAnswer; oldest entries go first."""
 

@@ -24,7 +24,7 @@ from aidns.resolver.errors import UpstreamError
 from aidns.resolver.faults import Faults
 from aidns.resolver.query import Action, Decision, Query, Rcode
 from aidns.resolver.replies import reply
-from aidns.resolver.stages.caching import STALE, AnswerCache
+from aidns.resolver.stages.caching import STALE, AnswerCache, clamp_ttls
 from aidns.resolver.tcpclients import FD_RESERVE
 from aidns.resolver.upstream.pool import UpstreamPool
 
@@ -162,6 +162,7 @@ class ForwardingStage:
             if stale is not None:
                 return stale
         self.cache.store(query, response)
+        response = clamp_ttls(response, query.question_end, self.cache.config)
         return _Outcome(response, _FORWARDED, str(upstream.spec))
 
     def _stale(self, query: Query) -> _Outcome | None:

@@ -238,3 +238,24 @@ def test_a_watched_name_whose_upstream_fails_stays_watched_with_its_list() -> No
     assert asked[0].decision == watched
     assert asked[0].response is not None and asked[0].response[3] & 0x0F == Rcode.SERVFAIL
     assert asked[1].decision is not None and asked[1].decision.action is Action.ERROR
+
+
+def test_the_first_forwarded_answer_already_has_its_ttls_within_the_bounds() -> None:
+    async def scenario(server: FakeNameserver, config: CacheConfig) -> list[int]:
+        forwarding = ForwardingStage(
+            UpstreamPool([parse_upstream(server.hostport)]), AnswerCache(config)
+        )
+        try:
+            query = udp_query("long.test")
+            await forwarding.resolve(query)
+        finally:
+            await forwarding.pool.aclose()
+        assert query.response is not None
+        return [rrset.ttl for rrset in dns.message.from_wire(query.response).answer]
+
+    with FakeNameserver(ttl_s=300) as server:
+        assert asyncio.run(scenario(server, CacheConfig(max_ttl_s=200))) == [200]
+        assert asyncio.run(scenario(server, CacheConfig(size=0, max_ttl_s=200))) == [200]
+    with FakeNameserver(ttl_s=5) as server:
+        assert asyncio.run(scenario(server, CacheConfig(min_ttl_s=60))) == [60]
+        assert asyncio.run(scenario(server, CacheConfig())) == [5]
