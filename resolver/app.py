@@ -25,7 +25,7 @@ from aidns.resolver.keeper.snapshots import Compiled, SnapshotKeeper
 from aidns.resolver.pipeline import Observer, Pipeline, default_stages
 from aidns.resolver.procinfo.common import NullProcessLookup
 from aidns.resolver.procinfo.lookup import default_lookup
-from aidns.resolver.procinfo.tools import TOOLS_FILE, default_tools
+from aidns.resolver.procinfo.tools import TOOLS_FILE, KnownTools, default_tools
 from aidns.resolver.querylog.recorder import QueryRecorder
 from aidns.resolver.querylog.schema import DB_NAME
 from aidns.resolver.rules.active import ActiveRules, RuleHolder
@@ -80,10 +80,9 @@ class Resolver:
         self.process_rules = ProcessRulesStage(self.holder)
         self.faults = Faults()
         lookup = default_lookup() if settings.attribution else NullProcessLookup()
-        tools = settings.data_dir / "lists" / TOOLS_FILE
         self.attribution = AttributionStage(
             lookup,
-            default_tools([tools] if tools.exists() else []),
+            self._load_tools(),
             budget_s=settings.attribution_budget_s,
             faults=self.faults,
         )
@@ -164,6 +163,7 @@ class Resolver:
         if not settings.follow_resolv_conf and settings.upstreams != self.pool.specs:
             self._use_upstreams(settings)
         self.access.allow_nets = settings.allow_nets
+        self.attribution.tools = self._load_tools()
         paused_before = self.holder.rules.paused_until
         self.holder.put(self._active_rules(compiled, settings))
         self.compiled = compiled
@@ -173,6 +173,13 @@ class Resolver:
         self.reloaded_at = time.time()
         log.info("reloaded: %s", self.describe_lists())
         self._write_status()
+
+    def _load_tools(self) -> KnownTools:
+        """The shipped tool catalogue and the user's `<data-dir>/lists/tools.yaml`."""
+        tools = default_tools([self.settings.data_dir / "lists" / TOOLS_FILE])
+        for problem in tools.problems:
+            log.error("%s", problem)
+        return tools
 
     def _apply_pause(self) -> None:
         until = read_pause(self.settings.data_dir)

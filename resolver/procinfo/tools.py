@@ -15,8 +15,11 @@ from typing import Any
 import yaml
 
 from aidns.resolver import yamlio
+from aidns.resolver.datafiles import read_limited
+from aidns.resolver.errors import AidnsError
 from aidns.resolver.query import ProcessInfo
 
+TOOLS_MAX_BYTES = 1 << 20
 COMM_MAX_CHARS = 15  # Linux keeps 15 characters of a process name in /proc/PID/comm
 TOOLS_FILE = "tools.yaml"
 
@@ -135,9 +138,11 @@ def load_tools(paths: Iterable[Path]) -> KnownTools:
 
 def _load_file(path: Path) -> tuple[list[Tool], list[str]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, TOOLS_MAX_BYTES, "a tool catalogue").decode("utf-8")
     except FileNotFoundError:
         return [], []
+    except AidnsError as exc:
+        return [], [str(exc)]
     except (OSError, UnicodeDecodeError) as exc:
         return [], [f"{path}: cannot read: {exc}"]
     try:

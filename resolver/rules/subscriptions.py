@@ -177,9 +177,15 @@ def _check_new_name(settings: Settings, name: str) -> None:
         )
     existing = list_names(settings.list_dirs)
     if name in existing:
-        raise ConfigError(
-            f"there is already a list called {name!r} ({existing[name]}); give another --name, "
+        added = (settings.data_dir / "lists" / (name + SOURCE_SUFFIX)).exists()
+        how = (
             f"or refresh it with `aidns lists update {name}`"
+            if added
+            else "or turn it on or off with `aidns lists enable` or `disable`"
+        )
+        raise ConfigError(
+            f"there is already a list called {name!r} ({existing[name]}); "
+            f"give another --name, {how}"
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -107,3 +108,27 @@ def test_surgical_block_applies_to_one_program_only(resolver_netns: tuple[str, P
     assert via_python("o8.ingest.up.test") == "127.0.0.1"
     assert via_getent("o8.ingest.up.test") == "127.0.0.1"
     assert via_getent("other.ingest.up.test") == "127.0.0.1"  # only the names seen
+
+
+def test_a_tool_catalogue_of_your_own_takes_effect_while_aidns_runs(
+    resolver_netns: tuple[str, Path],
+) -> None:
+    name, data_dir = resolver_netns
+    run_in(name, ["getent", "ahosts", "before.up.test"])
+    (data_dir / "lists" / "tools.yaml").write_text(
+        "tools:\n"
+        "  - name: my-agent\n"
+        "    description: getent, standing in for an agent of the user's own\n"
+        "    match:\n"
+        "      - process: [getent]\n"
+    )
+    deadline = time.monotonic() + 15  # a reload: a compiler child on a loaded machine
+    for attempt in itertools.count():
+        asked = f"after{attempt}.up.test"
+        run_in(name, ["getent", "ahosts", asked])
+        tools = {row["tool"] for row in wait_for_rows(data_dir, asked, 1)}
+        if tools == {"my-agent"}:
+            break
+        assert time.monotonic() < deadline, f"the new catalogue did not take effect: {tools}"
+        time.sleep(0.3)
+    assert [row["tool"] for row in wait_for_rows(data_dir, "before.up.test", 1)] == [None]

@@ -147,8 +147,10 @@ def test_add_refuses_what_would_not_work(settings: Settings, site: ListServer) -
         add_list(settings, site.put("/page.txt", "<html>\n</html>\n"))
     with pytest.raises(FetchError, match="HTTP 404"):
         add_list(settings, site.url("/missing.txt"))
-    with pytest.raises(ConfigError, match="already a list called 'jan'"):
+    with pytest.raises(ConfigError, match="already a list called 'jan'") as shipped:
         add_list(settings, site.put("/jan.txt", HOSTS))
+    assert "lists update" not in str(shipped.value)  # a shipped list can't be updated
+    assert "`aidns lists enable` or `disable`" in str(shipped.value)
     with pytest.raises(ConfigError, match="http:// or https://"):
         add_list(settings, "ftp://example/list.txt")
     with pytest.raises(ConfigError, match="can't name a list"):
@@ -223,3 +225,14 @@ def test_a_sidecar_without_a_source_fails_that_list_only(
     assert results["ads"].status == "failed" and "names no source" in results["ads"].detail
     assert results["more"].status == "unchanged"
     assert check_name(settings, "ads.example").verdict == "blocked"
+
+
+def test_adding_a_name_twice_hints_at_an_update_that_works(
+    settings: Settings, site: ListServer
+) -> None:
+    add_list(settings, site.put("/mine.txt", HOSTS), name="mine")
+    with pytest.raises(ConfigError, match="already a list called 'mine'") as again:
+        add_list(settings, site.put("/mine.txt", HOSTS), name="mine")
+    assert "refresh it with `aidns lists update mine`" in str(again.value)
+    [result] = update_lists(settings, ("mine",))
+    assert result.status in ("updated", "unchanged")
