@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aidns.resolver.config import Settings
+from aidns.resolver.config import Settings, shipped_lists_dir
 from aidns.resolver.datafiles import PAUSE_NAME, read_pause, write_status
 from aidns.resolver.discovery import default_upstreams, remember_upstreams
 from aidns.resolver.errors import AidnsError
@@ -154,6 +154,16 @@ class Resolver:
             self._write_status()
             return
         self._reload_done = covered
+        vanished = vanished_shipped_lists(self.compiled.list_info, compiled.list_info)
+        if vanished:
+            self.errors = [
+                f"the lists aidns ships are gone ({', '.join(vanished)}, from "
+                f"{shipped_lists_dir()}): was aidns reinstalled or removed while it runs? The "
+                "rules in effect stay; restart aidns"
+            ]
+            log.error("reload: %s", self.errors[0])
+            self._write_status()
+            return
         for problem in compiled.problems:
             log.error("%s", problem)
         if settings.listen != self.settings.listen:
@@ -361,6 +371,15 @@ class Resolver:
             until = self.holder.rules.paused_until
             if until is not None and time.time() >= until:
                 self._apply_pause()
+
+
+def vanished_shipped_lists(
+    before: list[dict[str, Any]], after: list[dict[str, Any]]
+) -> list[str]:
+    """The shipped lists that were on before a reload and are not there at all after it."""
+    shipped = str(shipped_lists_dir())
+    was_on = {i["name"] for i in before if i["enabled"] and i["source"].startswith(shipped)}
+    return sorted(was_on - {i["name"] for i in after})
 
 
 def freeze_what_start_made() -> None:

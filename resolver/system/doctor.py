@@ -14,6 +14,7 @@ from aidns.resolver.system.serving import (
     check_attribution,
     check_lists,
     check_query_log,
+    check_server_errors,
     check_upstreams,
 )
 from aidns.resolver.system.sysfiles import Machine
@@ -52,6 +53,7 @@ def run_doctor(
     checks += check_relay(settings, machine, proc_root)
     checks += check_upstreams(settings, machine, proc_root)
     checks += check_lists(settings)
+    checks += check_server_errors(settings)
     checks.append(check_query_log(settings))
     checks.append(check_attribution(settings, servers, machine, proc_root))
     return checks

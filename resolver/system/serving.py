@@ -13,6 +13,7 @@ from pathlib import Path
 import dns.message
 
 from aidns.resolver.config import Settings
+from aidns.resolver.datafiles import process_alive, read_status
 from aidns.resolver.endpoints import UpstreamSpec
 from aidns.resolver.errors import AidnsError, UpstreamError
 from aidns.resolver.procinfo.common import user_name
@@ -128,6 +129,17 @@ def check_lists(settings: Settings) -> list[Check]:
             )
         )
     return checks
+
+
+def check_server_errors(settings: Settings) -> list[Check]:
+    """What the running aidns says is wrong in its status file, if it runs."""
+    found = read_status(settings.data_dir)
+    if not found or not process_alive(int(found.get("pid", 0))):
+        return []
+    return [
+        Check(Status.FAIL, "server", f"the running aidns says: {error}", "see aidns's log")
+        for error in found.get("errors", [])
+    ]
 
 
 def check_query_log(settings: Settings) -> Check:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -171,3 +173,50 @@ def test_an_upstream_changed_in_the_config_is_used_without_a_restart(tmp_path: P
         first.stop()
         second.stop()
     assert not any("take effect when aidns restarts" in line for line in server.log)
+
+
+def test_shipped_lists_that_vanish_while_serving_leave_the_rules_in_effect(
+    tmp_path: Path, dnsmasq: Dnsmasq
+) -> None:
+    """What a reinstall of aidns under a running server looks like: its own copy of the
+    package (on PYTHONPATH, so the compiler child uses it too) loses its lists."""
+    import aidns.resolver
+
+    package = tmp_path / "site" / "aidns"
+    shutil.copytree(Path(aidns.resolver.__file__).parents[1], package)
+    server = start_aidns(
+        tmp_path,
+        f"--upstream=127.0.0.1:{dnsmasq.port}",
+        env={"PYTHONPATH": str(tmp_path / "site")},
+    )
+    try:
+        assert answer(server, "telemetry.lmstudio.ai") == "0.0.0.0"
+        for shipped in (package / "blocklists").glob("*.yaml"):
+            if shipped.name != "tools.yaml":
+                shipped.unlink()
+        (server.data_dir / "lists" / "mine.txt").write_text("mine.example\n")  # a reload
+        deadline = time.monotonic() + 15
+        while not (errors := status_errors(server)):
+            assert time.monotonic() < deadline, "the reload did not say anything"
+            time.sleep(0.2)
+        assert "the lists aidns ships are gone" in errors[0] and "lmstudio" in errors[0]
+        assert answer(server, "telemetry.lmstudio.ai") == "0.0.0.0"
+        doctor = subprocess.run(
+            aidns_command("doctor", f"--data-dir={server.data_dir}", "--config=/dev/null"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+        ).stdout
+        assert "the running aidns says: the lists aidns ships are gone" in doctor
+    finally:
+        server.stop()
+    said = [line for line in server.log if "the lists aidns ships are gone" in line]
+    assert said and "ERROR" in said[0]
+
+
+def status_errors(server: Aidns) -> list[str]:
+    try:
+        return list(json.loads((server.data_dir / "status.json").read_text())["errors"])
+    except (OSError, ValueError, KeyError):
+        return []
