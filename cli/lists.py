@@ -32,6 +32,7 @@ lists_app = typer.Typer(
     help="The block and watch lists: which there are, which are on, and your own.",
     no_args_is_help=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: no <bool> on flags
     pretty_exceptions_enable=False,
 )
 

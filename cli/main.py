@@ -20,6 +20,7 @@ app = typer.Typer(
     help="A DNS sinkhole for one machine that knows which AI tool phones home.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: no <bool> on flags
     pretty_exceptions_enable=False,
 )
 

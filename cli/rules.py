@@ -71,8 +71,9 @@ def block(
     process: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="PROCESS",
             help="Block for these processes (name, tool or path; globs allowed), only the names "
-            "under NAME they looked up."
+            "under NAME they looked up.",
         ),
     ] = None,
     exact: Annotated[
@@ -108,7 +109,10 @@ def unblock(
     ],
     process: Annotated[
         list[str] | None,
-        typer.Option(help="Only the rule scoped to exactly these processes (see `aidns rules`)."),
+        typer.Option(
+            metavar="PROCESS",
+            help="Only the rule scoped to exactly these processes (see `aidns rules`).",
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
     config: ConfigOption = None,

@@ -16,25 +16,29 @@ from aidns.resolver.config import LOG_FORMAT, load_settings
 ListenOption = Annotated[
     list[str] | None,
     typer.Option(
-        help="ADDR:PORT to answer on, UDP and TCP; repeatable. [default: 127.0.0.1:53, [::1]:53]"
+        metavar="ADDR:PORT",
+        help="ADDR:PORT to answer on, UDP and TCP; repeatable. [default: 127.0.0.1:53, [::1]:53]",
     ),
 ]
 UpstreamOption = Annotated[
     list[str] | None,
     typer.Option(
+        metavar="UPSTREAM",
         help="IP[:PORT], udp://, tcp://, tls://HOST[:853][#name] or https://HOST/dns-query; "
-        "repeatable. [default: the system's nameservers, remembered]"
+        "repeatable. [default: the system's nameservers, remembered]",
     ),
 ]
 BootstrapOption = Annotated[
     list[str] | None,
     typer.Option(
+        metavar="IP[:PORT]",
         help="DNS server by IP that finds upstreams given by name; repeatable. "
-        "[default: the upstreams given by IP, else the system's nameservers]"
+        "[default: the upstreams given by IP, else the system's nameservers]",
     ),
 ]
 AllowNetOption = Annotated[
-    list[str] | None, typer.Option(help="CIDR besides loopback that may query; repeatable.")
+    list[str] | None,
+    typer.Option(metavar="CIDR", help="CIDR besides loopback that may query; repeatable."),
 ]
 BlockResponseOption = Annotated[
     str | None, typer.Option(help="null | nxdomain | refused | <IPv4>,<IPv6>  [default: null]")

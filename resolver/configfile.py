@@ -118,8 +118,9 @@ class ConfigFile:
         """The flag, else the file's value, else `default`; at least `minimum`."""
         value: Any = flag if flag is not None else self.values.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise self.error(
+            raise self.blame(
                 key,
+                flag is not None,
                 f"expected a number of {KNOWN_KEYS[key]} of at least {minimum:g}, "
                 f"got {excerpt(value)}",
             )

@@ -36,6 +36,12 @@ def split_host_port(authority: str) -> tuple[str, str | None]:
     if authority.count(":") == 1:
         host, _, port_text = authority.partition(":")
         return host, port_text
+    head, _, tail = authority.rpartition(":")
+    if tail.isdigit() and is_ip(head):
+        raise ValueError(
+            f"{authority!r} may be an IPv6 address or {head} with port {tail}: write "
+            f"[{head}]:{tail} for the port, or [{authority}] for the address"
+        )
     return authority, None  # no port, or a bare IPv6 address
 
 
@@ -67,8 +73,10 @@ def parse_listen(text: str) -> ListenAddress:
     try:
         try:
             host, port_text = split_host_port(text)
-        except ValueError:
-            raise ValueError(f"{text!r}: expected [IPv6]:PORT") from None
+        except ValueError as exc:
+            raise ValueError(
+                str(exc) if "[" in str(exc) else f"{text!r}: expected [IPv6]:PORT"
+            ) from None
         port = LISTEN_PORT
         if port_text:
             if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
@@ -147,7 +155,9 @@ def _bad(text: str, why: str) -> ConfigError:
 def _upstream_host_port(text: str, authority: str, default_port: int) -> tuple[str, int]:
     try:
         host, port_text = split_host_port(authority)
-    except ValueError:
+    except ValueError as exc:
+        if "[" in str(exc) and not authority.startswith("["):
+            raise _bad(text, str(exc)) from None  # host:port or a bare IPv6?
         host, port_text = "", None
     if authority.startswith("[") and ":" not in host:  # unbalanced, or not an IPv6 inside
         raise _bad(text, "brackets hold an IPv6 address: [IPv6] or [IPv6]:PORT")

@@ -66,13 +66,19 @@ ACTION_PRIORITY = {ListAction.ALLOW: 0, ListAction.BLOCK: 1, ListAction.WATCH: 2
 def normalize_domain(text: str) -> bytes:
     """Lower-case ASCII (IDNA for non-ASCII), no trailing dot; ValueError if not a name."""
     name = text.strip().rstrip(".").lower()
+    if any("\udc80" <= c <= "\udcff" for c in name):  # bytes the command line could not decode
+        shown = repr(text.encode("utf-8", "surrogateescape"))[:80]
+        raise ValueError(f"{shown} is not a domain name: it holds bytes that are not UTF-8")
     try:
         wire = name.encode("ascii")
     except UnicodeEncodeError:
         try:
             wire = name.encode("idna")
-        except UnicodeError as exc:
-            raise ValueError(f"{excerpt(text)} is not a domain name ({exc})") from None
+        except UnicodeError:
+            raise ValueError(
+                f"{excerpt(text)} is not a domain name: it holds characters that an "
+                "internationalized name (IDNA) can't"
+            ) from None
     if len(wire) > 253 or not DOMAIN_PATTERN.fullmatch(wire):
         raise ValueError(f"{excerpt(text)} is not a domain name: {_why_not_a_name(wire)}")
     return wire
