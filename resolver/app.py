@@ -373,9 +373,7 @@ class Resolver:
                 self._apply_pause()
 
 
-def vanished_shipped_lists(
-    before: list[dict[str, Any]], after: list[dict[str, Any]]
-) -> list[str]:
+def vanished_shipped_lists(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[str]:
     """The shipped lists that were on before a reload and are not there at all after it."""
     shipped = str(shipped_lists_dir())
     was_on = {i["name"] for i in before if i["enabled"] and i["source"].startswith(shipped)}

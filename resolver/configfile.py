@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import yaml
 
 from aidns.resolver import yamlio
+from aidns.resolver.configkeys import KNOWN_KEYS
 from aidns.resolver.datafiles import read_limited
 from aidns.resolver.errors import ConfigError, excerpt
 
@@ -33,41 +34,6 @@ def default_data_dir() -> Path:
         return Path("/var/lib/aidns")
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "aidns"
-
-
-KNOWN_KEYS = {
-    "listen": "list of ADDR:PORT",
-    "upstream": "list of upstream servers",
-    "bootstrap": "list of DNS servers by IP that find upstreams given by name",
-    "allow_net": "list of CIDRs",
-    "block_response": "null | nxdomain | refused | <IPv4>,<IPv6>",
-    "block_ttl": "seconds",
-    "cache_size": "entries",
-    "cache_max_ttl": "seconds",
-    "cache_min_ttl": "seconds",
-    "cache_serve_stale": "seconds an expired answer may still be served when no upstream answers",
-    "upstream_timeout": "seconds",
-    "upstream_ca": "path of a CA bundle for DoT and DoH upstreams",
-    "tcp_idle_timeout": "seconds",
-    "tcp_max_clients": "TCP connections",
-    "tcp_max_queued_bytes": "bytes",
-    "tcp_max_in_progress": "queries",
-    "log_level": "debug | info | warning | error",
-    "data_dir": "path",
-    "block": "list of names to block",
-    "allow": "list of names to allow",
-    "lists": "mapping: enable / disable, each a list of list names",
-    "attribution": "true | false",
-    "attribution_budget_ms": "milliseconds",
-    "query_log": "true | false",
-    "query_log_days": "days",
-    "query_log_rows": "rows",
-    "query_log_jsonl": 'path, or "-" for standard output',
-    "query_log_buffer": "bytes of records the server holds while the log writer catches up",
-    "list_max_bytes": "bytes a list file may hold",
-    "list_max_entries": "names a list file may hold",
-    "list_max_line_bytes": "bytes a line of a list file may hold",
-}
 
 
 CONFIG_MAX_BYTES = 1 << 20

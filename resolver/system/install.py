@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aidns.resolver.config import resolve_data_dir
+from aidns.resolver.configkeys import starter_config
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.system.setupdns import read_record
 from aidns.resolver.system.sysfiles import Runner, replace_file, run_command, shell_line, under
@@ -25,11 +26,14 @@ LOG_PATH = "/var/log/aidns.log"
 SHIPPED_EXECUTABLE = "/usr/local/bin/aidns"  # the path in the unit and plist in the repository
 OPEN_FILES_LINUX = 65536
 OPEN_FILES_MACOS = 10240  # OPEN_MAX, within any Mac's kern.maxfilesperproc
-STARTER_CONFIG = """\
-# aidns config: every key is described in `aidns serve --help` and the README.
-# Without `upstream:`, aidns keeps the system's nameservers from its first start in
-# /var/lib/aidns/upstreams.remembered (`aidns setup-dns` saves them there too).
+STARTER_CONFIG = starter_config(
+    """\
+# aidns config: every key below is at its default; remove the "# " to change one. The
+# README's table says the same. Without `upstream:`, aidns keeps the system's nameservers
+# from its first start in /var/lib/aidns/upstreams.remembered (`aidns setup-dns` saves them
+# there too).
 """
+)
 
 UNIT_TEMPLATE = """\
 # aidns: a forwarding DNS sinkhole for this machine, focused on AI tools' telemetry.
