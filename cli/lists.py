@@ -12,8 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
+from aidns.cli import completion
 from aidns.cli.errors import reports_errors
 from aidns.cli.options import ConfigOption, DataDirOption, JsonOption, command_settings
+from aidns.cli.progress import download_progress
 from aidns.cli.table import render, when
 from aidns.resolver.errors import ConfigError
 from aidns.resolver.rules.lists import ListAction
@@ -115,7 +117,11 @@ def _switch(
 def enable(
     ctx: typer.Context,
     names: Annotated[
-        list[str], typer.Argument(help="One or more list names, as `aidns lists` shows them.")
+        list[str],
+        typer.Argument(
+            help="One or more list names, as `aidns lists` shows them.",
+            autocompletion=completion.list_names,
+        ),
     ],
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
@@ -129,7 +135,11 @@ def enable(
 def disable(
     ctx: typer.Context,
     names: Annotated[
-        list[str], typer.Argument(help="One or more list names, as `aidns lists` shows them.")
+        list[str],
+        typer.Argument(
+            help="One or more list names, as `aidns lists` shows them.",
+            autocompletion=completion.list_names,
+        ),
     ],
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
@@ -142,7 +152,12 @@ def disable(
 @reports_errors
 def show(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="A list name, as `aidns lists` shows it.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A list name, as `aidns lists` shows it.", autocompletion=completion.list_names
+        ),
+    ],
     as_json: JsonOption = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
@@ -206,7 +221,10 @@ def add(
     """
     from aidns.resolver.rules.subscriptions import add_list
 
-    done = add_list(command_settings(ctx, config, data_dir), source, name, action, timeout)
+    with download_progress() as progress:
+        done = add_list(
+            command_settings(ctx, config, data_dir), source, name, action, timeout, progress
+        )
     loaded = done.loaded
     typer.echo(
         f"added {done.name}: {len(loaded)} entries, {'+'.join(map(str, loaded.actions()))}, "
@@ -223,7 +241,11 @@ def add(
 def update(
     ctx: typer.Context,
     names: Annotated[
-        list[str] | None, typer.Argument(help="Lists to refresh. [default: every added list]")
+        list[str] | None,
+        typer.Argument(
+            help="Lists to refresh. [default: every added list]",
+            autocompletion=completion.list_names,
+        ),
     ] = None,
     as_json: JsonOption = False,
     timeout: TimeoutOption = 30.0,
@@ -237,7 +259,8 @@ def update(
     from aidns.resolver.rules.subscriptions import update_lists
 
     settings = command_settings(ctx, config, data_dir)
-    results = update_lists(settings, tuple(names or ()), timeout)
+    with download_progress() as progress:
+        results = update_lists(settings, tuple(names or ()), timeout, progress)
     if as_json:
         typer.echo(json.dumps([result.as_json() for result in results], indent=2))
     elif not results:
@@ -257,7 +280,9 @@ def update(
 @reports_errors
 def remove(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="A list you added.")],
+    name: Annotated[
+        str, typer.Argument(help="A list you added.", autocompletion=completion.list_names)
+    ],
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aidns.cli import completion
 from aidns.cli.options import ConfigOption, DataDirOption
 from aidns.cli.table import moments, render, when
 from aidns.resolver.config import resolve_data_dir
@@ -74,7 +75,10 @@ def log(
     process: Annotated[
         str | None, typer.Option(help="Process name, executable path or pid.")
     ] = None,
-    tool: Annotated[str | None, typer.Option(help="Tool name, e.g. ollama.")] = None,
+    tool: Annotated[
+        str | None,
+        typer.Option(help="Tool name, e.g. ollama.", autocompletion=completion.tool_names),
+    ] = None,
     client: Annotated[
         str | None, typer.Option(help="Client address, e.g. 192.168.1.20 (with --allow-net).")
     ] = None,

@@ -19,7 +19,7 @@ app = typer.Typer(
     name="aidns",
     help="A DNS sinkhole for one machine that knows which AI tool phones home.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,  # plain help: no <bool> on flags
     pretty_exceptions_enable=False,
 )

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aidns.cli import completion
 from aidns.cli.options import ConfigOption, DataDirOption
 from aidns.cli.table import render, when
 from aidns.resolver.config import resolve_data_dir
@@ -72,6 +73,7 @@ def block(
         list[str] | None,
         typer.Option(
             metavar="PROCESS",
+            autocompletion=completion.tool_names,
             help="Block for these processes (name, tool or path; globs allowed), only the names "
             "under NAME they looked up.",
         ),
@@ -103,8 +105,9 @@ def unblock(
     name: Annotated[
         str,
         typer.Argument(
+            autocompletion=completion.rule_names,
             help="A name you blocked: NAME removes every block rule for it, =NAME only the "
-            "exact ones, *.NAME only those for the name and below."
+            "exact ones, *.NAME only those for the name and below.",
         ),
     ],
     process: Annotated[
@@ -154,8 +157,9 @@ def unallow(
     name: Annotated[
         str,
         typer.Argument(
+            autocompletion=completion.rule_names,
             help="A name you allowed: NAME removes every allow rule for it, =NAME only the "
-            "exact one, *.NAME only the one for the name and below."
+            "exact one, *.NAME only the one for the name and below.",
         ),
     ],
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,

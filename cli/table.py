@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,8 +39,11 @@ def render(
     widths: Sequence[int] | None = None,
 ) -> str:
     """`columns` are (key, heading); `highlight` may name a colour for a row (on a terminal).
-    With `widths`, every column has that width, cut short if need be: rows rendered apart
-    (as `log --follow` prints them) still line up."""
+    On a terminal, a rich table as wide as the terminal; piped, plain columns. With
+    `widths`, plain columns of those widths, cut short if need be: rows rendered apart (as
+    `log --follow` prints them) still line up."""
+    if widths is None and sys.stdout.isatty():
+        return _rich_table(rows, columns, highlight, max_width)
     if widths is not None:
         cells = [
             [_text(row.get(key), w) for (key, _), w in zip(columns, widths, strict=True)]
@@ -54,6 +60,27 @@ def render(
         colour = highlight(row) if highlight else None
         lines.append(typer.style(line, fg=colour) if colour else line)
     return "\n".join(lines)
+
+
+def _rich_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    highlight: Callable[[dict[str, Any]], str | None] | None,
+    max_width: int,
+) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for _, heading in columns:
+        table.add_column(heading, overflow="fold", max_width=max_width)  # wraps: cuts nothing
+    for row in rows:
+        colour = highlight(row) if highlight else None
+        table.add_row(*(_text(row.get(key), max_width) for key, _ in columns), style=colour)
+    out = io.StringIO()
+    width = shutil.get_terminal_size().columns
+    Console(file=out, force_terminal=True, width=width).print(table)
+    return out.getvalue().rstrip("\n")
 
 
 def _text(value: Any, max_width: int) -> str:

@@ -9,26 +9,28 @@ from __future__ import annotations
 
 import contextlib
 import filecmp
-import gzip
-import importlib.metadata
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from aidns.resolver.config import Settings
 from aidns.resolver.datafiles import locked, write_atomic
 from aidns.resolver.errors import AidnsError, ConfigError, ListError
 from aidns.resolver.rules.catalogue import LIST_NAME, forget_list, list_names
+from aidns.resolver.rules.fetch import (
+    FETCH_TIMEOUT_S,
+    FetchError,
+    Progress,
+    copy_list,
+    fetch,
+)
 from aidns.resolver.rules.lists import (
     SOURCE_SUFFIX,
     YAML_SUFFIXES,
@@ -40,14 +42,7 @@ from aidns.resolver.rules.lists import (
 from aidns.resolver.rules.parsers import load_text_list
 from aidns.resolver.rules.yamllists import load_yaml_list
 
-FETCH_TIMEOUT_S = 30.0
-TOTAL_TIMEOUT_FACTOR = 10  # a whole download may take this many idle timeouts
-MAX_LIST_BYTES = 256 * 1024 * 1024
 ACTIONS = (ListAction.BLOCK, ListAction.WATCH)
-
-
-class FetchError(AidnsError):
-    """A list could not be fetched or copied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +104,7 @@ def add_list(
     name: str | None = None,
     action: ListAction | None = None,
     timeout_s: float = FETCH_TIMEOUT_S,
+    progress: Progress | None = None,
 ) -> Installed:
     """Copy or fetch a list into the data dir, check it parses, and record where it came from."""
     if "://" in source and not is_url(source):
@@ -122,11 +118,11 @@ def add_list(
     lists_dir = settings.data_dir / "lists"
     lists_dir.mkdir(parents=True, exist_ok=True)
     if is_url(source):
-        fetched = _fetch(source, lists_dir, "", "", timeout_s)
+        fetched = fetch(source, lists_dir, "", "", timeout_s, progress)
         assert fetched is not None  # no validators sent, so never "not modified"
         temporary, etag, last_modified = fetched
     else:
-        temporary, etag, last_modified = _copy(Path(source).expanduser(), lists_dir), "", ""
+        temporary, etag, last_modified = copy_list(Path(source).expanduser(), lists_dir), "", ""
         source = str(Path(source).expanduser().resolve())
     try:
         loaded = _parse(temporary, yaml_list, action or ListAction.BLOCK, source)
@@ -206,84 +202,6 @@ def _parse(path: Path, yaml_list: bool, action: ListAction, source: str) -> Doma
     return loaded
 
 
-def _temporary(directory: Path, name: str) -> tuple[IO[bytes], Path]:
-    """A hidden file in the lists dir, which the list loader and the reloader skip."""
-    handle, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
-    os.fchmod(handle, 0o644)  # like every other list file, not mkstemp's 0600
-    return os.fdopen(handle, "wb"), Path(path)
-
-
-def _copy(source: Path, directory: Path) -> Path:
-    out, temporary = _temporary(directory, source.name)
-    try:
-        with out, source.open("rb") as handle:
-            shutil.copyfileobj(handle, out)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise FetchError(f"cannot read {source}: {exc.strerror or exc}") from None
-    return temporary
-
-
-def _user_agent() -> str:
-    try:
-        return f"aidns/{importlib.metadata.version('aidns')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "aidns"
-
-
-def _fetch(
-    url: str, directory: Path, etag: str, last_modified: str, timeout_s: float
-) -> tuple[Path, str, str] | None:
-    """Download into a temporary file: (file, ETag, Last-Modified), or None when the server
-    says the copy we have is current. Gives up when the server is silent for `timeout_s`, or
-    after TOTAL_TIMEOUT_FACTOR times that in all."""
-    request = urllib.request.Request(
-        url, headers={"User-Agent": _user_agent(), "Accept-Encoding": "gzip"}
-    )
-    if etag:
-        request.add_header("If-None-Match", etag)
-    if last_modified:
-        request.add_header("If-Modified-Since", last_modified)
-    deadline = time.monotonic() + timeout_s * TOTAL_TIMEOUT_FACTOR
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            read: Callable[[int], bytes] = response.read
-            if response.headers.get("Content-Encoding", "").lower() == "gzip":
-                read = gzip.GzipFile(fileobj=response).read
-            out, temporary = _temporary(directory, "download")
-            try:
-                with out:
-                    _download(read, out, url, deadline, timeout_s)
-            except BaseException:
-                temporary.unlink(missing_ok=True)
-                raise
-            headers = response.headers
-            return temporary, headers.get("ETag", ""), headers.get("Last-Modified", "")
-    except urllib.error.HTTPError as exc:
-        if exc.code == 304:
-            return None
-        raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise FetchError(f"{url}: {exc.reason}") from None
-    except TimeoutError:
-        raise FetchError(f"{url}: no answer in {timeout_s:g} s") from None
-    except (OSError, EOFError) as exc:  # resets, truncated gzip
-        raise FetchError(f"{url}: {exc}") from None
-
-
-def _download(
-    read: Callable[[int], bytes], out: IO[bytes], url: str, deadline: float, idle_s: float
-) -> None:
-    size = 0
-    while block := read(1 << 16):
-        size += len(block)
-        if size > MAX_LIST_BYTES:
-            raise FetchError(f"{url}: larger than {MAX_LIST_BYTES >> 20} MB")
-        if time.monotonic() > deadline:
-            raise FetchError(f"{url}: not downloaded in {idle_s * TOTAL_TIMEOUT_FACTOR:g} s")
-        out.write(block)
-
-
 def _write_source(list_path: Path, meta: dict[str, Any]) -> None:
     write_atomic(source_path(list_path), json.dumps(meta, indent=1) + "\n")
 
@@ -304,7 +222,10 @@ def _added_lists(settings: Settings) -> dict[str, Path]:
 
 
 def update_lists(
-    settings: Settings, names: tuple[str, ...] = (), timeout_s: float = FETCH_TIMEOUT_S
+    settings: Settings,
+    names: tuple[str, ...] = (),
+    timeout_s: float = FETCH_TIMEOUT_S,
+    progress: Progress | None = None,
 ) -> list[Updated]:
     """Refresh the added lists (all, or the named ones), one result per list."""
     added = _added_lists(settings)
@@ -314,10 +235,15 @@ def update_lists(
             f"no added list named {', '.join(map(repr, unknown))}; "
             f"added lists: {', '.join(sorted(added)) or 'none (see `aidns lists add`)'}"
         )
-    return [_update_one(settings, name, added[name], timeout_s) for name in names or sorted(added)]
+    return [
+        _update_one(settings, name, added[name], timeout_s, progress)
+        for name in names or sorted(added)
+    ]
 
 
-def _update_one(settings: Settings, name: str, path: Path, timeout_s: float) -> Updated:
+def _update_one(
+    settings: Settings, name: str, path: Path, timeout_s: float, progress: Progress | None
+) -> Updated:
     meta = read_source(path)
     source = str(meta.get("source", ""))
     yaml_list = path.suffix.lower() in YAML_SUFFIXES
@@ -329,18 +255,19 @@ def _update_one(settings: Settings, name: str, path: Path, timeout_s: float) -> 
         if not source:
             raise FetchError(f"{source_path(path)} names no source; add the list again")
         if is_url(source):
-            fetched = _fetch(
+            fetched = fetch(
                 source,
                 path.parent,
                 str(meta.get("etag") or "") if have_copy else "",
                 str(meta.get("last_modified") or "") if have_copy else "",
                 timeout_s,
+                progress,
             )
             if fetched is None:
                 return _unchanged(settings, path, meta, "not modified (HTTP 304)")
             temporary, etag, last_modified = fetched
         else:
-            temporary, etag, last_modified = _copy(Path(source), path.parent), "", ""
+            temporary, etag, last_modified = copy_list(Path(source), path.parent), "", ""
         if have_copy and filecmp.cmp(temporary, path, shallow=False):
             meta.update(etag=etag or meta.get("etag", ""), last_modified=last_modified)
             return _unchanged(settings, path, meta, "same content")
