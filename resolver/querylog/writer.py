@@ -100,7 +100,8 @@ class QueryLog:
         self._said_at = -math.inf
         self._drops_said_every_s = drops_said_every_s
         self._clock = clock
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # set when the window fills from empty, and to stop
+        self._stopped = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._jsonl: TextIO | None = None
@@ -138,6 +139,8 @@ class QueryLog:
             if len(self._window) >= self._room:
                 self._dropped_at_intake += count
                 return
+            if not self._window:
+                self._wake.set()
             self._window[key] = [
                 count,
                 time.time(),
@@ -160,6 +163,7 @@ class QueryLog:
     def stop(self) -> None:
         """Write what is queued and close; what comes later is dropped."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
@@ -178,8 +182,11 @@ class QueryLog:
             self._guarded(self.database.connection)  # so the commands find a log from the start
         self.ready.set()
         while True:
-            self._wake.wait(self.config.batch_interval_s)
+            unsaid = (self._dropped_at_intake, self._dropped_at_write) != self._said
+            # idle: asleep until a query comes, or ticking while some drops are not yet said
+            self._wake.wait(self.config.batch_interval_s if unsaid else None)
             self._wake.clear()
+            self._stopped.wait(self.config.batch_interval_s)  # the window fills meanwhile
             stopping = self._stopping
             self._guarded(self._write_pending)
             self._guarded(self._say_drops)
