@@ -11,6 +11,12 @@ from pathlib import Path
 def main() -> None:
     if sys.argv[1:2] == ["serve"]:
         _under_kept_seed(sys.argv[2:])
+        from aidns.cli import launch
+
+        options = launch.serve_options(sys.argv[2:])
+        if options is not None:
+            launch.serve(options)
+            return
         from aidns.cli.errors import reports_errors
         from aidns.cli.root import new_app
         from aidns.cli.serve import serve
