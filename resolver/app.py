@@ -120,6 +120,7 @@ class Resolver:
         # owned by the event loop; other threads reach them through _on_loop
         self._status_wanted = asyncio.Event()
         self._resolv_conf_changed = asyncio.Event()
+        self._status_lock = threading.Lock()
         self._flush_timer: asyncio.TimerHandle | None = None
         self._pause_timer: asyncio.TimerHandle | None = None
         self._apply_pause()
@@ -240,8 +241,15 @@ class Resolver:
             ],
         }
 
-    def _write_status(self) -> None:
-        write_status(self.settings.data_dir, self.status())
+    def _write_status(self, unless_shown: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write status.json as it is now, unless it shows `unless_shown`; what it shows. One
+        writer at a time, each reading the status as it writes, so none leaves an older one."""
+        with self._status_lock:
+            status = self.status()
+            shown = {key: value for key, value in status.items() if key != "updated"}
+            if shown != unless_shown:
+                write_status(self.settings.data_dir, status)
+            return shown
 
     def _on_loop(self, callback: Callable[[], object]) -> None:
         """From any thread: run `callback` on the event loop, if it runs."""
@@ -260,12 +268,10 @@ class Resolver:
         while True:
             self.pipeline.activity.arm()
             self._status_wanted.clear()
-            status = self.status()
-            shown = {key: value for key, value in status.items() if key != "updated"}
+            shown = await asyncio.to_thread(self._write_status, written)
             if shown == written:
                 await self._status_wanted.wait()
                 continue
-            await asyncio.to_thread(write_status, self.settings.data_dir, status)
             written = shown
             await asyncio.sleep(every_s)
 

@@ -36,6 +36,9 @@ LIST_SUFFIXES = (".yaml", ".yml", ".txt", ".list", ".hosts")
 # a file written in place ends in a close; a rename, a create or a delete is its own event
 CHANGE_ENDS = [FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent]
 EVERY_WRITE = [*CHANGE_ENDS, FileModifiedEvent]
+# how long watchdog's dispatcher waits on its queue before looking again; stopping puts a
+# marker in the queue, so this only bounds idle wake-ups (watchdog 7 waits without one)
+DISPATCH_WAIT_S = 3600.0
 
 
 class _Handler(FileSystemEventHandler):
@@ -110,7 +113,7 @@ class Reloader:
 
     def start(self) -> None:
         directories = {path.parent for path in self.files} | self.list_dirs
-        observer = Observer()
+        observer = Observer(timeout=DISPATCH_WAIT_S)
         handler = _Handler(self.relevant, self.changed)
         for directory in sorted(directories):
             if directory.is_dir():

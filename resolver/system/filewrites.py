@@ -8,7 +8,6 @@ or if inotify is unavailable, `fileno` is None and the caller relies on its othe
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import sys
@@ -35,7 +34,7 @@ class FileWrites:
         if not existing:
             return
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+            libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols hold libc's
             fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
         except (OSError, AttributeError) as exc:
             log.info("not watching %s for writes: %s", ", ".join(map(str, existing)), exc)
