@@ -2,43 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-
-import typer
-
 from aidns.cli.check import check
 from aidns.cli.errors import reports_errors
 from aidns.cli.hosts import hosts_app
 from aidns.cli.lists import lists_app
 from aidns.cli.log import log, top, who
+from aidns.cli.root import new_app
 from aidns.cli.rules import allow, block, pause, resume, rules, status, unallow, unblock
 from aidns.cli.serve import serve
 from aidns.cli.system import doctor, install, setup_dns_command, uninstall
 
-app = typer.Typer(
-    name="aidns",
-    help="A DNS sinkhole for one machine that knows which AI tool phones home.",
-    no_args_is_help=True,
-    add_completion=True,
-    rich_markup_mode=None,  # plain help: no <bool> on flags
-    pretty_exceptions_enable=False,
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"aidns {importlib.metadata.version('aidns')}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version."
-    ),
-) -> None:
-    """A DNS sinkhole for one machine that knows which AI tool phones home."""
-
+app = new_app()
 
 COMMANDS = (serve, log, who, top, block, unblock, allow, unallow, rules, pause, resume, status)
 for command in COMMANDS:

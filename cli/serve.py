@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from pathlib import Path
@@ -10,8 +9,9 @@ from typing import Annotated
 
 import typer
 
+from aidns.cli import launch
 from aidns.cli.options import ConfigOption, DataDirOption
-from aidns.resolver.config import LOG_FORMAT, load_settings
+from aidns.resolver.config import LOG_FORMAT
 
 ListenOption = Annotated[
     list[str] | None,
@@ -84,30 +84,26 @@ def serve(
     check: CheckOption = False,
 ) -> None:
     """Answer DNS on the listen addresses: sinkhole listed names, forward and cache the rest."""
-    from aidns.resolver.app import describe_serving, serve_until_stopped
+    options = {
+        "listen": listen,
+        "upstream": upstream,
+        "bootstrap": bootstrap,
+        "allow_net": allow_net,
+        "block_response": block_response,
+        "cache_size": cache_size,
+        "upstream_timeout": upstream_timeout,
+        "upstream_ca": upstream_ca,
+        "log_level": log_level,
+        "query_log": query_log,
+        "query_log_jsonl": query_log_jsonl,
+        "config": config,
+        "data_dir": data_dir,
+    }
+    if not check:
+        launch.serve(options)  # what `aidns serve` runs when argparse could read its options
+        return
+    from aidns.resolver.app import describe_serving
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
-    load = functools.partial(
-        load_settings,
-        config_path=config,
-        data_dir=data_dir,
-        listen=listen or (),
-        upstream=upstream or (),
-        bootstrap=bootstrap or (),
-        allow_net=allow_net or (),
-        block_response=block_response,
-        cache_size=cache_size,
-        upstream_timeout_s=upstream_timeout,
-        upstream_ca=upstream_ca,
-        log_level=log_level,
-        query_log=query_log,
-        query_log_jsonl=query_log_jsonl,
-    )
-    try:
-        if check:
-            for line in describe_serving(load):
-                typer.echo(line)
-        else:
-            serve_until_stopped(load)
-    except KeyboardInterrupt:
-        pass
+    for line in describe_serving(launch.settings_loader(options)):
+        typer.echo(line)

@@ -39,12 +39,18 @@ from aidns.resolver.stages.blocking import BlockingStage
 from aidns.resolver.stages.caching import AnswerCache, CachingStage
 from aidns.resolver.stages.forwarding import ForwardingStage, upstream_query_limit
 from aidns.resolver.stages.processrules import ProcessRulesStage
+from aidns.resolver.system.filewrites import FileWrites
 from aidns.resolver.system.hashseed import run_under_seed
 from aidns.resolver.system.sdnotify import notify, watchdog_interval_s
 from aidns.resolver.tcpclients import client_limit, open_files_limit, raise_open_files_limit
 from aidns.resolver.upstream.pool import UpstreamPool
 
 log = logging.getLogger(__name__)
+
+STATUS_EVERY_S = 2.0  # status.json while queries come; while none come it is left alone
+REPEATS_FLUSH_S = 0.5  # counts of repeated questions reach the stats and the log this often
+RESOLV_CONF_POLL_S = 30.0  # besides its file events, in case a watch missed a change
+PAUSE_CHECK_S = 30.0  # a timed pause looks at the clock this often at most: suspends stop timers
 
 
 class Resolver:
@@ -116,6 +122,12 @@ class Resolver:
         self.reloaded_at: float | None = None
         self.follow_resolv_conf = settings.follow_resolv_conf
         self._loop: asyncio.AbstractEventLoop | None = None
+        # owned by the event loop; other threads reach them through _on_loop
+        self._status_wanted = asyncio.Event()
+        self._resolv_conf_changed = asyncio.Event()
+        self._status_lock = threading.Lock()
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._pause_timer: asyncio.TimerHandle | None = None
         self._apply_pause()
 
     def describe_lists(self) -> str:
@@ -179,6 +191,8 @@ class Resolver:
         self.compiled = compiled
         self.pipeline_forget()
         self._log_pause(paused_before, self.holder.rules.paused_until)
+        self._on_loop(self._time_pause_end)
+        self._on_loop(self._resolv_conf_changed.set)
         self.errors = list(compiled.problems)
         self.reloaded_at = time.time()
         log.info("reloaded: %s", self.describe_lists())
@@ -197,6 +211,8 @@ class Resolver:
         if until != before:
             self.holder.replace(paused_until=until)
             self._log_pause(before, until)
+            self._on_loop(self._time_pause_end)
+            self._status_changed()
         self.pipeline_forget()
 
     @staticmethod
@@ -250,12 +266,38 @@ class Resolver:
             ],
         }
 
-    def _write_status(self) -> None:
-        write_status(self.settings.data_dir, self.status())
+    def _write_status(self, unless_shown: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write status.json as it is now, unless it shows `unless_shown`; what it shows. One
+        writer at a time, each reading the status as it writes, so none leaves an older one."""
+        with self._status_lock:
+            status = self.status()
+            shown = {key: value for key, value in status.items() if key != "updated"}
+            if shown != unless_shown:
+                write_status(self.settings.data_dir, status)
+            return shown
 
-    async def _keep_status(self, every_s: float = 2.0) -> None:
+    def _on_loop(self, callback: Callable[[], object]) -> None:
+        """From any thread: run `callback` on the event loop, if it runs."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                loop.call_soon_threadsafe(callback)
+
+    def _status_changed(self) -> None:
+        self._on_loop(self._status_wanted.set)
+
+    async def _keep_status(self, every_s: float = STATUS_EVERY_S) -> None:
+        """Writes status.json when what it shows changed, at most every `every_s`: the
+        pipeline's activity flag wakes this after a quiet spell, and nothing else does."""
+        written: dict[str, Any] | None = None
         while True:
-            await asyncio.to_thread(self._write_status)
+            self.pipeline.activity.arm()
+            self._status_wanted.clear()
+            shown = await asyncio.to_thread(self._write_status, written)
+            if shown == written:
+                await self._status_wanted.wait()
+                continue
+            written = shown
             await asyncio.sleep(every_s)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -274,28 +316,31 @@ class Resolver:
         log.info("%s", self.describe_lists())
         if self.query_log is not None:
             self.query_log.start()
+        self.pipeline.activity.wake = self._status_changed
+        self.pipeline.repeats_started = lambda: self._on_loop(self._flush_repeats_soon)
         data_dir = self.settings.data_dir
         watched = [data_dir / RULES_NAME, data_dir / "lists.state.yaml"]
         config_path = self.settings.config_path
         if config_path is not None and (config_path.is_file() or not config_path.exists()):
             watched.append(config_path)  # not /dev/null: every write to it would be a change
-        reloader = Reloader(
-            self.reload,
-            watched,
-            self.settings.list_dirs,
-            light={data_dir / PAUSE_NAME: self._apply_pause},
-        )
+        light: dict[Path, Callable[[], None]] = {data_dir / PAUSE_NAME: self._apply_pause}
+        followed = {path.resolve() for path in self.settings.follow_resolv_conf}
+        for path in {*self.settings.follow_resolv_conf, *followed}:
+            light[path] = lambda: self._on_loop(self._resolv_conf_changed.set)
+        reloader = Reloader(self.reload, watched, self.settings.list_dirs, light=light)
+        written_in_place = FileWrites(followed)  # a bind mount's writes reach no folder's watch
+        if written_in_place.fileno is not None:
+            loop.add_reader(written_in_place.fileno, self._resolv_conf_written, written_in_place)
         reloader.start()  # before listening: a change right after start must not be missed
         await self.server.start()
         freeze_what_start_made()
         if self.settings.upstreams_from_system:
             remember_upstreams(self.settings.data_dir, self.settings.upstreams)
+        self._time_pause_end()
         tasks = [
             asyncio.create_task(self._keep_status()),
-            asyncio.create_task(self._expire_pause()),
-            asyncio.create_task(self._flush_repeats()),
+            asyncio.create_task(self._follow_system_upstreams()),
         ]
-        tasks.append(asyncio.create_task(self._follow_system_upstreams()))
         bound = sorted({str(address) for _transport, address in self.server.bound})
         notify(f"READY=1\nSTATUS=answering on {', '.join(bound)}")
         every_s = watchdog_interval_s()
@@ -307,9 +352,15 @@ class Resolver:
             log.info("stopping")
             notify("STOPPING=1")
             reloader.stop()
+            if written_in_place.fileno is not None:
+                loop.remove_reader(written_in_place.fileno)
+                written_in_place.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for timer in (self._flush_timer, self._pause_timer):
+                if timer is not None:
+                    timer.cancel()
             await self.server.stop()
             self.pipeline.flush_repeats(now=math.inf)
             await self.forwarding.aclose()
@@ -319,12 +370,16 @@ class Resolver:
             self._write_status()
             log.info("stopped after %d queries", self.stats.queries)
 
-    async def _follow_system_upstreams(self, every_s: float = 2.0) -> None:
-        """With no upstream configured, ask what the system's resolv.conf names now: a laptop
-        that joins another network gets that network's nameservers within seconds."""
+    async def _follow_system_upstreams(self, poll_s: float = RESOLV_CONF_POLL_S) -> None:
+        """With no upstream configured, ask what the system's resolv.conf names now, when the
+        file changes (and every `poll_s`): a laptop that joins another network gets that
+        network's nameservers within a second."""
         settings = self.settings
+        changed = self._resolv_conf_changed
         while True:
-            await asyncio.sleep(every_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), poll_s if self.follow_resolv_conf else None)
+            changed.clear()
             if not self.follow_resolv_conf:
                 continue
             specs, source, from_system = default_upstreams(
@@ -333,9 +388,14 @@ class Resolver:
             if specs == self.pool.specs:
                 continue
             await self.pool.replace(specs)
+            self._status_wanted.set()
             log.info("upstreams now %s (%s)", ", ".join(map(str, specs)), source)
             if from_system:
                 remember_upstreams(settings.data_dir, specs)
+
+    def _resolv_conf_written(self, writes: FileWrites) -> None:
+        writes.drain()
+        self._resolv_conf_changed.set()
 
     def _use_upstreams(self, settings: Settings) -> None:
         """From a reload's thread: the event loop swaps them in."""
@@ -359,18 +419,29 @@ class Resolver:
                 log.error("a UDP listener has stopped; no longer telling the watchdog all is well")
             await asyncio.sleep(every_s)
 
-    async def _flush_repeats(self, every_s: float = 0.5) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            self.pipeline.flush_repeats()
+    def _flush_repeats_soon(self) -> None:
+        """On the loop: report repeated questions shortly, and again while some are kept."""
+        if self._flush_timer is None and self._loop is not None:
+            self._flush_timer = self._loop.call_later(REPEATS_FLUSH_S, self._flush_repeats)
 
-    async def _expire_pause(self) -> None:
-        """A timed pause ends by itself: drop remembered answers when it does."""
-        while True:
-            await asyncio.sleep(0.5)
-            until = self.holder.rules.paused_until
-            if until is not None and time.time() >= until:
-                self._apply_pause()
+    def _flush_repeats(self) -> None:
+        self._flush_timer = None
+        if self.pipeline.flush_repeats():
+            self._flush_repeats_soon()
+
+    def _time_pause_end(self) -> None:
+        """On the loop: a timed pause ends by itself, dropping remembered answers when it does."""
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
+        until = self.holder.rules.paused_until
+        if until is None or math.isinf(until) or self._loop is None:
+            return
+        left_s = until - time.time()
+        if left_s <= 0:
+            self._apply_pause()
+            return
+        self._pause_timer = self._loop.call_later(min(left_s, PAUSE_CHECK_S), self._time_pause_end)
 
 
 def vanished_shipped_lists(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[str]:

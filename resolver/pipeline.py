@@ -58,6 +58,29 @@ class Stats:
         return sum(self.by_action.values())
 
 
+class Activity:
+    """Tells the one waiter that armed it, once, that the server did something since: serving
+    threads call `note`, which costs a flag check until the waiter arms it again."""
+
+    __slots__ = ("armed", "wake")
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.wake: Callable[[], None] = _nothing  # called from the thread that noted
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def note(self) -> None:
+        if self.armed:
+            self.armed = False
+            self.wake()
+
+
+def _nothing() -> None:
+    pass
+
+
 MEMO_ENTRIES = 10000  # per generation
 REPEAT_ENTRIES = 20000
 REPEATS_PER_QUESTION = 64
@@ -122,6 +145,8 @@ class Pipeline:
         self._older_memo: dict[bytes, _Memo] = {}
         self._repeats: list[_Repeat] = []
         self._repeats_lock = threading.Lock()
+        self.repeats_started: Callable[[], None] = _nothing  # told, from a serving thread
+        self.activity = Activity()
         self.generation = 0  # of the rules: a remembered answer holds only under its own
         self._forget_lock = threading.Lock()  # forget runs on the reload thread and the loop
 
@@ -183,11 +208,16 @@ class Pipeline:
             memo.repeats = {}
         repeat = _Repeat(query, response[2:], query.client_reusable_until)
         with self._repeats_lock:
+            first = not self._repeats
             self._repeats.append(repeat)
         memo.repeats[client] = repeat
+        if first:
+            self.repeats_started()
 
-    def flush_repeats(self, now: float | None = None) -> None:
-        """Report the repeats counted since the last call to the stats and the observers."""
+    def flush_repeats(self, now: float | None = None) -> bool:
+        """Report the repeats counted since the last call to the stats and the observers;
+        whether some are still kept (call again within a second or so). `repeats_started`
+        is told when the first one is kept after none were."""
         now = time.monotonic() if now is None else now
         with self._repeats_lock:
             repeats, self._repeats = self._repeats, []
@@ -201,6 +231,7 @@ class Pipeline:
                 kept.append(repeat)
         with self._repeats_lock:
             self._repeats[:0] = kept
+            return bool(self._repeats)
 
     def forget(self) -> None:
         """Drop remembered answers: call after any change to rules or blocking. An answer a
@@ -229,6 +260,8 @@ class Pipeline:
         self._report(query, 1)
 
     def _report(self, query: Query, count: int) -> None:
+        if self.activity.armed:
+            self.activity.note()
         decision = query.decision
         if decision is not None:
             with self.stats.lock:

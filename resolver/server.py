@@ -54,7 +54,9 @@ class DnsServer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.tcp_clients = TcpClients(self.tcp, self._serve_tcp, open_files_limit())
+        self.tcp_clients = TcpClients(
+            self.tcp, self._serve_tcp, open_files_limit(), noticed=self.pipeline.activity.note
+        )
         for address in self.listen:
             udp, tcp = _bind_pair(address)
             port = udp.getsockname()[1]

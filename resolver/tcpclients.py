@@ -134,8 +134,15 @@ class TcpClients:
     a moment, closes an idle client, and says so once per kind per interval.
     """
 
-    def __init__(self, config: TcpConfig, serve: Serve, open_files: int | None) -> None:
+    def __init__(
+        self,
+        config: TcpConfig,
+        serve: Serve,
+        open_files: int | None,
+        noticed: Callable[[], None] = lambda: None,
+    ) -> None:
         self.config = config
+        self.noticed = noticed  # told of every change to what `status` shows
         self.limit = client_limit(config.max_clients, open_files)
         self.serve = serve
         self.closed_idle = 0  # idle clients closed to make room for a new one
@@ -170,6 +177,7 @@ class TcpClients:
 
     def forget(self, client: TcpClient) -> None:
         self._clients.pop(client, None)
+        self.noticed()
 
     def stalled_client(self, client: TcpClient) -> None:
         self.stalled += 1
@@ -213,6 +221,7 @@ class TcpClients:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _accept(self, listener: socket.socket) -> None:
+        self.noticed()
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, _address = listener.accept()

@@ -2,7 +2,11 @@
 
 Editors save by rename, by delete-then-create, or by many small writes; all of them end in
 events on the file's directory, so directories are watched and a burst of events within
-`debounce_s` gives one reload, run on the watcher's thread, off the serving path.
+`debounce_s` gives one reload, run on the watcher's thread, off the serving path. In the
+folders of single files (the data dir, the config's folder) the kernel is asked only for the
+events that end a change (a close after writing, a create, a rename, a delete), never for
+each write: the data dir also holds queries.db, whose every page write would otherwise wake
+the watcher. A list folder also gives each write, so a list written slowly reloads once.
 """
 
 from __future__ import annotations
@@ -12,7 +16,15 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 log = logging.getLogger(__name__)
@@ -21,6 +33,12 @@ log = logging.getLogger(__name__)
 logging.getLogger("watchdog").setLevel(logging.WARNING)
 
 LIST_SUFFIXES = (".yaml", ".yml", ".txt", ".list", ".hosts")
+# a file written in place ends in a close; a rename, a create or a delete is its own event
+CHANGE_ENDS = [FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent]
+EVERY_WRITE = [*CHANGE_ENDS, FileModifiedEvent]
+# how long watchdog's dispatcher waits on its queue before looking again; stopping puts a
+# marker in the queue, so this only bounds idle wake-ups (watchdog 7 waits without one)
+DISPATCH_WAIT_S = 3600.0
 
 
 class _Handler(FileSystemEventHandler):
@@ -40,8 +58,8 @@ class _Handler(FileSystemEventHandler):
 
 
 class Reloader:
-    """Calls `reload` once per burst of changes to the watched files. A burst that touched
-    only files in `light` calls their own callbacks instead (a pause needs no compile)."""
+    """Calls `reload` once per burst of changes to the watched files. Files in `light` call
+    their own callbacks instead (a pause needs no compile)."""
 
     def __init__(
         self,
@@ -86,21 +104,21 @@ class Reloader:
             self._timer = None
             changed, self._changed = self._changed, set()
         try:
-            if changed and changed <= set(self.light):
-                for path in sorted(changed):
-                    self.light[path]()
-            else:
+            for path in sorted(changed & set(self.light)):
+                self.light[path]()
+            if changed - set(self.light):
                 self.reload()
         except Exception:
             log.exception("reload failed; the previous rules stay in effect")
 
     def start(self) -> None:
         directories = {path.parent for path in self.files} | self.list_dirs
-        observer = Observer()
+        observer = Observer(timeout=DISPATCH_WAIT_S)
         handler = _Handler(self.relevant, self.changed)
         for directory in sorted(directories):
             if directory.is_dir():
-                observer.schedule(handler, str(directory), recursive=False)
+                wanted = EVERY_WRITE if directory in self.list_dirs else CHANGE_ENDS
+                observer.schedule(handler, str(directory), event_filter=wanted)
             else:
                 log.info("not watching %s: it does not exist yet", directory)
         observer.daemon = True

@@ -1,1 +1,1 @@
-"""The host around aidns: doctor, setup-dns, install, the hosts file, system files, sd_notify."""
+"""The host around aidns: doctor, setup-dns, install, hosts and system files, sd_notify, watches."""

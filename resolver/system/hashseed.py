@@ -45,11 +45,25 @@ def install_seed(data_dir: Path) -> str:
     return seed
 
 
+def exec_under_kept_seed(data_dir: Path) -> None:
+    """Start this process again under the seed `data_dir` already keeps, unless it runs under
+    it or none is kept yet. Cheap: for a process's first lines, before its heavy imports."""
+    try:
+        kept = (data_dir / SEED_NAME).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return
+    if _valid(kept) and os.environ.get(SEED_VARIABLE) != kept:
+        _exec_under(kept)
+
+
 def run_under_seed(data_dir: Path) -> None:
     """Start this process again under the install's seed, unless it already runs under it."""
     seed = install_seed(data_dir)
-    if os.environ.get(SEED_VARIABLE) == seed:
-        return
+    if os.environ.get(SEED_VARIABLE) != seed:
+        _exec_under(seed)
+
+
+def _exec_under(seed: str) -> None:
     os.environ[SEED_VARIABLE] = seed
     sys.stdout.flush()
     sys.stderr.flush()

@@ -7,9 +7,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-import dns.message
-import dns.rdatatype
-
 from aidns.resolver.endpoints import UpstreamSpec, is_ip
 from aidns.resolver.errors import UpstreamError
 
@@ -34,6 +31,9 @@ async def system_address(host: str) -> str:
 
 async def find_address_through(resolve: Resolve, host: str) -> str:
     """An IPv4 address of `host`, else an IPv6 one, as the servers behind `resolve` answer."""
+    import dns.message  # only upstreams given by name need it: not imported at start-up
+    import dns.rdatatype
+
     problems = []
     for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
         query = dns.message.make_query(host, rdtype)

@@ -10,11 +10,7 @@ import ssl
 import struct
 from typing import TYPE_CHECKING
 
-import dns.asyncbackend
 import dns.exception
-import dns.inet
-import dns.message
-from dns._asyncbackend import StreamSocket  # where dnspython's own signatures take it from
 
 from aidns.resolver import validate
 from aidns.resolver.endpoints import Scheme, UpstreamSpec
@@ -22,8 +18,9 @@ from aidns.resolver.errors import ConfigError, UpstreamError
 from aidns.resolver.upstream.bootstrap import AddressFinder, HostAddress
 from aidns.resolver.upstream.streams import StreamConnections, read_exactly
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # dnspython's messages and sockets are imported when a stream needs them
     import httpx2
+    from dns._asyncbackend import StreamSocket  # where dnspython's own signatures take it from
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +140,7 @@ class UpstreamLink:
 
     async def _tls(self, query_wire: bytes) -> bytes:
         import dns.asyncquery
+        import dns.message
 
         query = dns.message.from_wire(query_wire)
         address = await self.address.get()
@@ -156,6 +154,9 @@ class UpstreamLink:
 
     async def _connect(self) -> StreamSocket:
         """A new TCP connection, or TLS for a tls:// upstream (plain TCP serves UDP's retries)."""
+        import dns.asyncbackend
+        import dns.inet
+
         address = await self.address.get()
         tls = self.spec.scheme is Scheme.TLS
         backend = dns.asyncbackend.get_backend("asyncio")
@@ -170,6 +171,7 @@ class UpstreamLink:
 
     async def _https(self, query_wire: bytes) -> bytes:
         import dns.asyncquery
+        import dns.message
         import httpx2
 
         query = dns.message.from_wire(query_wire)
@@ -185,6 +187,7 @@ class UpstreamLink:
 
     async def _doh_client(self) -> httpx2.AsyncClient:
         """One client per upstream, so connections (and HTTP/2 streams) are reused."""
+        import dns.asyncbackend
         import httpx2
 
         address = await self.address.get()

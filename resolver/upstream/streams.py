@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from dns._asyncbackend import StreamSocket  # where dnspython's own signatures take it from
+if TYPE_CHECKING:
+    from dns._asyncbackend import StreamSocket  # where dnspython's own signatures take it from
 
 log = logging.getLogger(__name__)
 
