@@ -56,23 +56,19 @@ from tests.bench.common import (
     SEED,
     SINKHOLE,
     Children,
-    aidns_command,
-    aidns_executable,
     answer_address,
     ask,
     busy_cpus,
     cached_queries,
     dns_query,
     exit_cleanly_on_sigterm,
-    free_port,
     generate_names,
     machine_info,
-    peer_command,
     percentile,
     preflight,
     progress,
+    start_side_by_side,
     start_upstream,
-    wait_first_answer,
     workdir,
     write_blocklists,
 )
@@ -381,26 +377,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress(f"writing {args.names:,} names to {tmp}")
             names = generate_names(args.names, SEED)
             _, dnsmasq_list = write_blocklists(tmp, names)
-            config = tmp / "config.yaml"
-            config.write_text("")  # the defaults
             upstream_port = start_upstream(children, tmp)
-            ports = {"aidns": free_port(), "dnsmasq": free_port()}
-            commands = {
-                "aidns": aidns_command(
-                    aidns_executable(), ports["aidns"], tmp / "data", config, upstream_port, None
-                ),
-                "dnsmasq": peer_command(
-                    ports["dnsmasq"], f"--conf-file={dnsmasq_list}", upstream_port
-                ),
-            }
-            for label, command in commands.items():
-                child = children.start(label, command, tmp / f"{label}.log")
-                seconds = wait_first_answer(child, ports[label], names[len(names) // 2])
-                progress(f"{label}: first answer after {seconds:.2f} s")
+            started = start_side_by_side(
+                children, tmp, names[len(names) // 2], dnsmasq_list, upstream_port
+            )
+            ports = {label: port for label, (_child, port) in started.items()}
             os.sched_setaffinity(0, {int(CLIENT_CPU)})  # the children keep their own
             time.sleep(2.0)  # let start-up work finish
             rng = random.Random(SEED)
-            for label in commands:  # not measured: lazy imports, first connections
+            for label in ports:  # not measured: lazy imports, first connections
                 warm(ports[label], cached)
                 Sender(ports[label], plan_round(rng, 100, 1, cached, names, "warm"), 2).run()
             with busy_cpus(children, tmp, args.busy):
@@ -408,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     plan = plan_round(
                         rng, args.rate, args.seconds, cached, names, f"r{round_index}"
                     )
-                    order = list(commands) if round_index % 2 == 0 else list(commands)[::-1]
+                    order = list(ports) if round_index % 2 == 0 else list(ports)[::-1]
                     entry: dict[str, Any] = {"first": order[0]}
                     for label in order:
                         warm(ports[label], cached)

@@ -38,20 +38,16 @@ from tests.bench.common import (
     DNSMASQ,
     SEED,
     Children,
-    aidns_command,
-    aidns_executable,
     ask,
     exit_cleanly_on_sigterm,
-    free_port,
     fresh_names,
     generate_names,
     machine_info,
-    peer_command,
     preflight,
     process_tree,
     progress,
+    start_side_by_side,
     start_upstream,
-    wait_first_answer,
     workdir,
     write_blocklists,
 )
@@ -161,41 +157,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress(f"writing {args.names:,} names to {tmp}")
             names = generate_names(args.names, SEED)
             _, dnsmasq_list = write_blocklists(tmp, names)
-            config = tmp / "config.yaml"
-            config.write_text("")  # the defaults
             upstream_port = start_upstream(children, tmp)
-            ports = {"aidns": free_port(), "dnsmasq": free_port()}
-            commands = {
-                "aidns": aidns_command(
-                    aidns_executable(), ports["aidns"], tmp / "data", config, upstream_port, None
-                ),
-                "dnsmasq": peer_command(
-                    ports["dnsmasq"], f"--conf-file={dnsmasq_list}", upstream_port
-                ),
-            }
-            pids, started_children = {}, []
-            for label, command in commands.items():
-                child = children.start(label, command, tmp / f"{label}.log")
-                seconds = wait_first_answer(child, ports[label], names[len(names) // 2])
-                progress(f"{label}: first answer after {seconds:.2f} s")
-                exercise(ports[label], names, label)
-                pids[label] = child.pid
-                started_children.append(child)
+            started = start_side_by_side(
+                children, tmp, names[len(names) // 2], dnsmasq_list, upstream_port
+            )
+            pids = {label: child.pid for label, (child, _port) in started.items()}
+            for label, (_child, port) in started.items():
+                exercise(port, names, label)
             progress(f"settling for {args.settle:g} s")
             time.sleep(args.settle)
             for number in range(1, args.rounds + 1):
                 before = {label: thread_counts(pid) for label, pid in pids.items()}
-                started = time.monotonic()
+                window_start = time.monotonic()
                 time.sleep(args.seconds)
                 after = {label: thread_counts(pid) for label, pid in pids.items()}
-                elapsed = time.monotonic() - started
+                elapsed = time.monotonic() - window_start
                 window = {label: wakeups(before[label], after[label], elapsed) for label in pids}
                 windows.append(window)
                 progress(
                     f"window {number}: "
                     + ", ".join(f"{label} {w['total_per_s']:.2f}/s" for label, w in window.items())
                 )
-            for child in started_children:
+            for child, _port in started.values():
                 if child.process.poll() is not None:
                     raise RuntimeError(f"{child.name} exited:\n{child.log_tail()}")
         finally:

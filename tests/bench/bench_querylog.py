@@ -48,16 +48,15 @@ from tests.bench.common import (
     aidns_command,
     aidns_executable,
     exit_cleanly_on_sigterm,
-    free_port,
     generate_names,
     machine_info,
     parse_dnsperf,
     peer_command,
     preflight,
     progress,
+    start_server,
     start_upstream,
     tree_rss_kib,
-    wait_first_answer,
     workdir,
     write_blocklists,
     write_lines,
@@ -146,11 +145,15 @@ def run_aidns(
     (data_dir / "lists").mkdir(parents=True)
     os.link(list_file, data_dir / "lists" / list_file.name)
     config = tmp / "config.yaml"
-    port = free_port()
-    command = aidns_command(aidns_executable(), port, data_dir, config, upstream_port, None)
-    child = children.start(f"aidns-{rate}", command, tmp / f"aidns-{rate}.log")
+    executable = aidns_executable()
+    child, port, _seconds = start_server(
+        children,
+        f"aidns-{rate}",
+        lambda port: aidns_command(executable, port, data_dir, config, upstream_port, None),
+        tmp / f"aidns-{rate}.log",
+        probe,
+    )
     try:
-        wait_first_answer(child, port, probe)
         flood(port, warm_file, 2_000, outstanding)
         time.sleep(SETTLE_S)
         steady_kib = tree_rss_kib(child.pid)
@@ -188,11 +191,14 @@ def run_dnsmasq(
     probe: str,
     outstanding: int,
 ) -> dict[str, Any]:
-    port = free_port()
-    command = peer_command(port, f"--conf-file={dnsmasq_list}", upstream_port)
-    child = children.start(f"dnsmasq-{rate}", command, tmp / f"dnsmasq-{rate}.log")
+    child, port, _seconds = start_server(
+        children,
+        f"dnsmasq-{rate}",
+        lambda port: peer_command(port, f"--conf-file={dnsmasq_list}", upstream_port),
+        tmp / f"dnsmasq-{rate}.log",
+        probe,
+    )
     try:
-        wait_first_answer(child, port, probe)
         return {"rate": rate, "dnsperf": flood(port, flood_file, rate, outstanding)}
     finally:
         children.stop(child)

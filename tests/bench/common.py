@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -34,6 +34,7 @@ CACHE_ENTRIES = 10_000
 SUBDOMAIN_SHARE = 0.1
 READY_TIMEOUT_S = 120.0
 POLL_INTERVAL_S = 0.010
+PORT_ATTEMPTS = 5
 BUSY_LOAD = 0.5  # 1-minute load average above which the figures are not worth quoting
 TLDS = ["com"] * 40 + ["net"] * 10 + ["org"] * 8 + ["io"] * 6 + ["ai"] * 4
 TLDS += ["de", "co", "app", "dev", "cn", "ru", "uk", "info", "xyz", "me", "fr", "jp"]
@@ -192,8 +193,9 @@ class Children:
             self._children.pop().stop()
 
 
-def wait_first_answer(child: Child, port: int, probe: str) -> float:
-    """Seconds from process start to the first sinkhole answer for `probe`, polled every 10 ms."""
+def wait_first_answer(child: Child, port: int, probe: str, expected: bytes = SINKHOLE) -> float:
+    """Seconds from process start to the first answer `expected` (by default the sinkhole
+    address) for `probe`, polled every 10 ms."""
     query = dns_query(probe)
     deadline = child.started_at + READY_TIMEOUT_S
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -203,7 +205,7 @@ def wait_first_answer(child: Child, port: int, probe: str) -> float:
             try:
                 sock.send(query)
                 sock.settimeout(POLL_INTERVAL_S)
-                if answer_address(sock.recv(4096)) == SINKHOLE:
+                if answer_address(sock.recv(4096)) == expected:
                     return time.monotonic() - child.started_at
             except (TimeoutError, ConnectionRefusedError):
                 pass
@@ -214,6 +216,30 @@ def wait_first_answer(child: Child, port: int, probe: str) -> float:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{child.name} gave no answer in {READY_TIMEOUT_S} s")
             time.sleep(max(0.0, POLL_INTERVAL_S - (time.monotonic() - sent_at)))
+
+
+def start_server(
+    children: Children,
+    label: str,
+    command_for: Callable[[int], list[str]],
+    log_path: Path,
+    probe: str,
+    expected: bytes = SINKHOLE,
+) -> tuple[Child, int, float]:
+    """Start a server on a free port and wait for its first sinkhole answer to `probe`: the
+    child, its port and the seconds that took. Other work on the machine binds ports too, so
+    a port taken between choosing and binding it costs another attempt, not the run."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = free_port()
+        child = children.start(label, command_for(port), log_path)
+        try:
+            return child, port, wait_first_answer(child, port, probe, expected)
+        except RuntimeError:
+            children.stop(child)
+            if "in use" not in child.log_tail().lower() or attempt == PORT_ATTEMPTS:
+                raise
+            progress(f"{label}: port {port} was taken meanwhile; another one")
+    raise AssertionError("unreachable")
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -502,3 +528,27 @@ def start_upstream(children: Children, tmp: Path) -> int:
 def fresh_names(tag: str, count: int) -> list[str]:
     """`count` names no server has seen, each answered by the upstream; `tag` keeps runs apart."""
     return [f"n{index}.{tag}.{FRESH_ZONE}" for index in range(count)]
+
+
+def start_side_by_side(
+    children: Children, tmp: Path, probe: str, dnsmasq_list: Path, upstream_port: int
+) -> dict[str, tuple[Child, int]]:
+    """aidns in its default config (an empty config file, its data dir `<tmp>/data`) and
+    dnsmasq with the list, both answering: each one's child and port, by name."""
+    config = tmp / "config.yaml"
+    config.write_text("")
+    executable = aidns_executable()
+    commands: dict[str, Callable[[int], list[str]]] = {
+        "aidns": lambda port: aidns_command(
+            executable, port, tmp / "data", config, upstream_port, None
+        ),
+        "dnsmasq": lambda port: peer_command(port, f"--conf-file={dnsmasq_list}", upstream_port),
+    }
+    started = {}
+    for label, command_for in commands.items():
+        child, port, seconds = start_server(
+            children, label, command_for, tmp / f"{label}.log", probe
+        )
+        progress(f"{label}: first answer after {seconds:.2f} s")
+        started[label] = (child, port)
+    return started
