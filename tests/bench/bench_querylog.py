@@ -17,6 +17,8 @@ it writes on the way out), and reports the difference as dropped, next to the lo
 written/dropped counters. The same flood against dnsmasq, in alternation, shows the rate the
 sender reached with a server that keeps no log. Issue 12's goal: nothing dropped up to
 30,000 names per second for 10 s, and the RSS peak at most 64 MiB above the steady state.
+dnsperf keeps at most --outstanding queries in flight, so a server slower than the rate
+slows the flood down: a run that stays below 95% of the rate is marked SLOW, not PASS.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ DRAIN_S = 3.0
 STOP_TIMEOUT_S = 60.0
 SAMPLE_EVERY_S = 0.05
 RSS_GROWTH_GOAL_MIB = 64
+RATE_REACHED_SHARE = 0.95  # below this share of the rate, the rate was not tested
 
 
 class RssSampler:
@@ -176,7 +179,11 @@ def run_aidns(
         "growth_mib": (peak_kib - steady_kib) / 1024,
         "stop_s": stop_s,
     }
-    result["met"] = dropped == 0 and result["growth_mib"] <= RSS_GROWTH_GOAL_MIB
+    result["rate_reached"] = sent["qps"] >= RATE_REACHED_SHARE * rate
+    kept_up = dropped == 0 and result["growth_mib"] <= RSS_GROWTH_GOAL_MIB
+    result["verdict"] = (
+        "PASS" if kept_up and result["rate_reached"] else "MISS" if not kept_up else "SLOW"
+    )
     shutil.rmtree(data_dir, ignore_errors=True)
     return result
 
@@ -304,11 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{a['rate']:>8,}{a['dnsperf']['qps']:>10,.0f}{a['answered']:>10,}{a['rows']:>10,}"
             f"{a['sum_count']:>11,}{a['dropped']:>9,}{says:>22}"
             f"{a['steady_rss_mib']:>7.1f}->{a['peak_rss_mib']:<7.1f}{a['stop_s']:>8.2f}"
-            f"{d['qps']:>13,.0f}  {'PASS' if a['met'] else 'MISS'}"
+            f"{d['qps']:>13,.0f}  {a['verdict']}"
         )
     print(
         f"\ngoal: dropped 0 and RSS peak at most {RSS_GROWTH_GOAL_MIB} MiB above the steady "
-        "state (RSS of aidns and its children, sampled every 50 ms)"
+        "state (RSS of aidns and its children, sampled every 50 ms). SLOW: nothing dropped, but "
+        f"aidns answered below {RATE_REACHED_SHARE:.0%} of the rate (dnsperf keeps at most "
+        "--outstanding queries in flight), so the log was not tested at that rate"
     )
     return 0
 
