@@ -9,6 +9,10 @@ Everything stays on 127.0.0.1. As in bench_resolver.py, a dnsmasq plays the upst
 under `cached.bench` and `fresh.bench` resolve), and aidns and dnsmasq run on core 0 with the
 same million-name list. aidns runs with its default config (query log and attribution on);
 only --listen, --upstream and --data-dir are given. This script, the client, runs on core 1.
+dnsmasq reads the list as a hosts file (`--addn-hosts`) unless `--dnsmasq-form address`:
+with a million `address=` lines it takes milliseconds per forwarded query and now and then
+stalls for up to a second, all queries with it, which would flatter aidns's tail ratios.
+The listed names asked are exact ones, which both forms block.
 
 Each query opens a new socket, connects it and sends, as a stub resolver does per lookup.
 Queries go out open-loop at a fixed rate: send times are scheduled in advance and a sender
@@ -71,6 +75,7 @@ from tests.bench.common import (
     start_upstream,
     workdir,
     write_blocklists,
+    write_lines,
 )
 
 CLASSES = ("cached", "blocked", "new")
@@ -81,6 +86,10 @@ EXPECTED = {
     "new": socket.inet_aton(FRESH_ADDRESS),
 }
 POLL_S = 0.05
+DNSMASQ_FORMS = {
+    "hosts": "0.0.0.0 name lines in --addn-hosts",
+    "address": "address=/name/0.0.0.0 lines in a --conf-file",
+}
 
 
 @dataclass(frozen=True)
@@ -300,6 +309,7 @@ def print_report(result: dict[str, Any], settings: dict[str, Any], info: dict[st
         f"mix {settings['mix']}; {settings['names']:,} listed names; "
         f"busy: {settings['busy']}; timeout {settings['timeout_s']:g} s"
     )
+    print(f"          dnsmasq's list: {settings['dnsmasq_form']}")
     print(f"command:  {settings['command']}\n")
     print(
         f"{'class':<9}{'server':<9}{'answered':>9}{'lost':>6}{'wrong':>6}"
@@ -347,6 +357,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cached-set", type=int, default=200, help="names the cached class uses")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds before a query is lost")
     parser.add_argument("--busy", action="store_true", help="a CPU-bound process per core")
+    parser.add_argument(
+        "--dnsmasq-form",
+        choices=("hosts", "address"),
+        default="hosts",
+        help="dnsmasq's list: 0.0.0.0 lines in --addn-hosts (default), or address=/name/ lines, "
+        "with which it forwards slowly and stalls now and then",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
@@ -377,9 +394,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress(f"writing {args.names:,} names to {tmp}")
             names = generate_names(args.names, SEED)
             _, dnsmasq_list = write_blocklists(tmp, names)
+            if args.dnsmasq_form == "hosts":
+                write_lines(tmp / "million.hosts", names, "0.0.0.0 {}")
+                list_option = f"--addn-hosts={tmp / 'million.hosts'}"
+            else:
+                list_option = f"--conf-file={dnsmasq_list}"
             upstream_port = start_upstream(children, tmp)
             started = start_side_by_side(
-                children, tmp, names[len(names) // 2], dnsmasq_list, upstream_port
+                children, tmp, names[len(names) // 2], list_option, upstream_port
             )
             ports = {label: port for label, (_child, port) in started.items()}
             os.sched_setaffinity(0, {int(CLIENT_CPU)})  # the children keep their own
@@ -416,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "names": args.names,
         "mix": f"70% of {args.cached_set} cached names / 15% listed / 15% new (forwarded)",
         "busy": "one CPU-bound process per core" if args.busy else "no",
+        "dnsmasq_form": DNSMASQ_FORMS[args.dnsmasq_form],
         "timeout_s": args.timeout,
         "aidns_config": "defaults (query log and attribution on)",
         "command": " ".join(["python3", *sys.argv]),

@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _, dnsmasq_list = write_blocklists(tmp, names)
             upstream_port = start_upstream(children, tmp)
             started = start_side_by_side(
-                children, tmp, names[len(names) // 2], dnsmasq_list, upstream_port
+                children, tmp, names[len(names) // 2], f"--conf-file={dnsmasq_list}", upstream_port
             )
             pids = {label: child.pid for label, (child, _port) in started.items()}
             for label, (_child, port) in started.items():

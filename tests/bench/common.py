@@ -531,10 +531,11 @@ def fresh_names(tag: str, count: int) -> list[str]:
 
 
 def start_side_by_side(
-    children: Children, tmp: Path, probe: str, dnsmasq_list: Path, upstream_port: int
+    children: Children, tmp: Path, probe: str, dnsmasq_list_option: str, upstream_port: int
 ) -> dict[str, tuple[Child, int]]:
     """aidns in its default config (an empty config file, its data dir `<tmp>/data`) and
-    dnsmasq with the list, both answering: each one's child and port, by name."""
+    dnsmasq with the list (`--conf-file=` or `--addn-hosts=`), both answering: each one's
+    child and port, by name."""
     config = tmp / "config.yaml"
     config.write_text("")
     executable = aidns_executable()
@@ -542,7 +543,7 @@ def start_side_by_side(
         "aidns": lambda port: aidns_command(
             executable, port, tmp / "data", config, upstream_port, None
         ),
-        "dnsmasq": lambda port: peer_command(port, f"--conf-file={dnsmasq_list}", upstream_port),
+        "dnsmasq": lambda port: peer_command(port, dnsmasq_list_option, upstream_port),
     }
     started = {}
     for label, command_for in commands.items():
