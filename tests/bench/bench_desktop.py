@@ -71,11 +71,13 @@ from tests.bench.common import (
     percentile,
     preflight,
     progress,
+    workdir,
+    write_lines,
+)
+from tests.bench.servers import (
     start_side_by_side,
     start_upstream,
-    workdir,
     write_blocklists,
-    write_lines,
 )
 
 CLASSES = ("cached", "blocked", "new")

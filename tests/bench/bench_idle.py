@@ -46,9 +46,11 @@ from tests.bench.common import (
     preflight,
     process_tree,
     progress,
+    workdir,
+)
+from tests.bench.servers import (
     start_side_by_side,
     start_upstream,
-    workdir,
     write_blocklists,
 )
 

@@ -47,21 +47,23 @@ from tests.bench.common import (
     SEED,
     Child,
     Children,
-    aidns_command,
-    aidns_executable,
     exit_cleanly_on_sigterm,
     generate_names,
     machine_info,
     parse_dnsperf,
-    peer_command,
     preflight,
     progress,
-    start_server,
-    start_upstream,
     tree_rss_kib,
     workdir,
-    write_blocklists,
     write_lines,
+)
+from tests.bench.servers import (
+    aidns_command,
+    aidns_executable,
+    peer_command,
+    start_server,
+    start_upstream,
+    write_blocklists,
 )
 
 WARM_UP_QUERIES = 2_000

@@ -61,8 +61,6 @@ from tests.bench.common import (
     Child,
     Children,
     PerfRun,
-    aidns_command,
-    aidns_executable,
     ask,
     blocked_queries,
     cached_queries,
@@ -72,16 +70,20 @@ from tests.bench.common import (
     generate_names,
     machine_info,
     memory_kib,
-    peer_command,
     preflight,
     process_tree,
     progress,
-    start_server,
-    start_upstream,
     tree_rss_kib,
     workdir,
-    write_blocklists,
     write_lines,
+)
+from tests.bench.servers import (
+    aidns_command,
+    aidns_executable,
+    peer_command,
+    start_server,
+    start_upstream,
+    write_blocklists,
 )
 
 BLOCKED_QUERIES = 100_000
