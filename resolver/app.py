@@ -37,8 +37,10 @@ from aidns.resolver.stages.access import AccessStage
 from aidns.resolver.stages.attribution import AttributionStage
 from aidns.resolver.stages.blocking import BlockingStage
 from aidns.resolver.stages.caching import AnswerCache, CachingStage
+from aidns.resolver.stages.cnames import CnameInspection
 from aidns.resolver.stages.forwarding import ForwardingStage, upstream_query_limit
 from aidns.resolver.stages.processrules import ProcessRulesStage
+from aidns.resolver.stages.special import SpecialNamesStage
 from aidns.resolver.system.filewrites import FileWrites
 from aidns.resolver.system.hashseed import run_under_seed
 from aidns.resolver.system.sdnotify import notify, watchdog_interval_s
@@ -84,6 +86,7 @@ class Resolver:
         self.access = AccessStage(settings.allow_nets)
         self.blocking = BlockingStage(self.holder)
         self.process_rules = ProcessRulesStage(self.holder)
+        self.special = SpecialNamesStage(settings.protections)
         self.faults = Faults()
         lookup = default_lookup() if settings.attribution else NullProcessLookup()
         self.attribution = AttributionStage(
@@ -99,9 +102,12 @@ class Resolver:
             self.faults,
             max_in_flight=upstream_query_limit(open_files_limit(), tcp_clients),
         )
+        if settings.protections.cname_inspection:
+            self.forwarding.inspection = CnameInspection(self.holder)
         stages, final = default_stages(
             access=self.access,
             attribution=self.attribution,
+            special=self.special,
             process_rules=self.process_rules,
             blocking=self.blocking,
             caching=CachingStage(self.cache),
@@ -186,6 +192,10 @@ class Resolver:
             self._use_upstreams(settings)
         self.access.allow_nets = settings.allow_nets
         self.attribution.tools = self._load_tools()
+        self.special.use(settings.protections)
+        self.forwarding.inspection = (
+            CnameInspection(self.holder) if settings.protections.cname_inspection else None
+        )
         paused_before = self.holder.rules.paused_until
         self.holder.put(self._active_rules(compiled, settings))
         self.compiled = compiled

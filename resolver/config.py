@@ -63,6 +63,7 @@ class CacheConfig:
     max_ttl_s: int = 86400
     min_ttl_s: int = 0
     serve_stale_s: int = 86400
+    extended_errors: bool = True  # a stale answer says so (RFC 8914) to an EDNS client
 
     def describe(self) -> str:
         stale = f"; stale up to {self.serve_stale_s} s" if self.serve_stale_s else ""
@@ -91,6 +92,29 @@ class QueryLogConfig:
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the server's and its children's
+
+
+@dataclass(frozen=True, slots=True)
+class Protections:
+    """What aidns answers itself so that clients keep using it, and how it says why."""
+
+    firefox_canary: bool = True  # use-application-dns.net: NXDOMAIN keeps Firefox off its DoH
+    private_relay_canary: bool = True  # mask(-h2).icloud.com: NXDOMAIN keeps Safari on aidns
+    resolver_discovery: bool = True  # resolver.arpa: NODATA hides encrypted resolvers (DDR)
+    extended_errors: bool = True  # RFC 8914 codes on aidns's own answers, to EDNS clients
+    cname_inspection: bool = True  # an answer whose CNAME chain reaches a blocked name
+
+    def describe(self) -> str:
+        named = {
+            "Firefox DoH canary": self.firefox_canary,
+            "iCloud Private Relay canaries": self.private_relay_canary,
+            "resolver.arpa": self.resolver_discovery,
+            "extended DNS errors": self.extended_errors,
+            "CNAME inspection": self.cname_inspection,
+        }
+        on = [name for name, is_on in named.items() if is_on]
+        return f"protections: {', '.join(on) or 'none'}"
+
 
 LIST_MAX_BYTES = 256 << 20
 LIST_MAX_ENTRIES = 5_000_000
@@ -157,6 +181,7 @@ class Settings:
     list_dirs: tuple[Path, ...] = field(default=())
     follow_resolv_conf: tuple[Path, ...] = ()  # no upstream configured: follow these files
     list_limits: ListLimits = field(default_factory=ListLimits)
+    protections: Protections = field(default_factory=Protections)
 
     def describe(self) -> list[str]:
         """One line per setting, in pipeline order, for the start-up log and `serve --check`."""
@@ -168,6 +193,7 @@ class Settings:
             f"access: loopback{''.join(', ' + str(n) for n in self.allow_nets)}",
             f"blocking: block_response {self.block_response}, ttl {self.block_response.ttl_s} s; "
             f"lists from {', '.join(map(str, self.list_dirs))}",
+            self.protections.describe(),
             self.cache.describe(),
             self.query_log.describe(),
             f"attribution: {'on' if self.attribution else 'off'}, "
@@ -233,10 +259,15 @@ def load_settings(
 
     ttl = int(config.number("block_ttl", None, 60, 0))
     response_text = str(block_response or config.values.get("block_response") or "null")
+    extended_errors = config.switch("extended_dns_errors", None, True)
     sinkhole = config.checked(
         "block_response",
         bool(block_response),
-        lambda: BlockResponse.parse(response_text, ttl_s=ttl),
+        lambda: BlockResponse.parse(
+            response_text,
+            ttl_s=ttl,
+            extended_errors=extended_errors,
+        ),
     )
     cache = _cache_config(config, cache_size)
     attribution = config.switch("attribution", None, True)
@@ -292,6 +323,13 @@ def load_settings(
         enabled_lists=tuple(map(str, lists_config.get("enable") or ())),
         list_dirs=(shipped_lists_dir(), data_dir / "lists"),
         follow_resolv_conf=() if upstream_texts else tuple(resolv_conf),
+        protections=Protections(
+            firefox_canary=config.switch("firefox_canary", None, True),
+            private_relay_canary=config.switch("private_relay_canary", None, True),
+            resolver_discovery=config.switch("hide_resolver_discovery", None, True),
+            extended_errors=config.switch("extended_dns_errors", None, True),
+            cname_inspection=config.switch("cname_inspection", None, True),
+        ),
         list_limits=ListLimits(
             max_bytes=int(config.number("list_max_bytes", None, LIST_MAX_BYTES, 1024)),
             max_entries=int(config.number("list_max_entries", None, LIST_MAX_ENTRIES, 1)),
@@ -323,6 +361,7 @@ def _cache_config(config: ConfigFile, size: int | None) -> CacheConfig:
         max_ttl_s=int(config.number("cache_max_ttl", None, 86400, 0)),
         min_ttl_s=int(config.number("cache_min_ttl", None, 0, 0)),
         serve_stale_s=int(config.number("cache_serve_stale", None, 86400, 0)),
+        extended_errors=config.switch("extended_dns_errors", None, True),
     )
 
 

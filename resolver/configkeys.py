@@ -72,6 +72,31 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
         "{enable: [], disable: []}",
         "lists on or off beyond their defaults (`aidns lists enable` beats this)",
     ),
+    "firefox_canary": ConfigKey(
+        "true | false",
+        "true",
+        "use-application-dns.net answers NXDOMAIN, so Firefox keeps to aidns, not its own DoH",
+    ),
+    "private_relay_canary": ConfigKey(
+        "true | false",
+        "true",
+        "mask.icloud.com and mask-h2.icloud.com answer NXDOMAIN, so Safari keeps to aidns",
+    ),
+    "hide_resolver_discovery": ConfigKey(
+        "true | false",
+        "true",
+        "resolver.arpa answers NODATA, so clients find no encrypted resolver around aidns",
+    ),
+    "extended_dns_errors": ConfigKey(
+        "true | false",
+        "true",
+        "say why on aidns's own answers (RFC 8914): Blocked with the list, Stale Answer",
+    ),
+    "cname_inspection": ConfigKey(
+        "true | false",
+        "true",
+        "a forwarded answer whose CNAME chain reaches a blocked name is sinkholed",
+    ),
     "attribution": ConfigKey("true | false", "true", "find the program behind each query"),
     "attribution_budget_ms": ConfigKey(
         "milliseconds", "2", "the longest a query waits for its program to be found"

@@ -276,6 +276,7 @@ class Pipeline:
 def default_stages(
     access: Stage,
     attribution: Stage,
+    special: Stage,
     process_rules: Stage,
     blocking: Stage,
     caching: Stage,
@@ -285,6 +286,7 @@ def default_stages(
         [
             access,  # first: a client we do not serve gets REFUSED before any work
             attribution,  # before any stage that answers: the client's socket closes once answered
+            special,  # canaries that keep clients on aidns, whatever the lists or a pause say
             process_rules,  # needs the process; per client, so it runs for repeated questions too
             blocking,  # before caching: a new block rule takes effect on cached names at once
             caching,  # stores only what forwarding brought back

@@ -16,11 +16,23 @@ _COUNTS = struct.Struct("!HHHH")
 _OPT_RR = struct.Struct("!BHHIH")
 
 
-def edns_record(dnssec_ok: bool, extended_rcode: int = 0) -> bytes:
-    """Our own OPT record: payload size 1232, version 0, DO mirrored from the client, and the
-    upper 8 bits of an extended rcode (RFC 6891 6.1.3)."""
+EDE_OPTION = 15  # RFC 8914
+EDE_STALE_ANSWER = 3
+EDE_BLOCKED = 15
+EDE_TEXT_BYTES = 128  # a list name is short; this keeps the answer small whatever it is
+
+
+def extended_error(code: int, text: str = "") -> bytes:
+    """An Extended DNS Error option (RFC 8914): the info code and a short UTF-8 reason."""
+    extra = text.encode("utf-8", "replace")[:EDE_TEXT_BYTES]
+    return struct.pack("!HHH", EDE_OPTION, 2 + len(extra), code) + extra
+
+
+def edns_record(dnssec_ok: bool, extended_rcode: int = 0, options: bytes = b"") -> bytes:
+    """Our own OPT record: payload size 1232, version 0, DO mirrored from the client, the
+    upper 8 bits of an extended rcode (RFC 6891 6.1.3), and `options` as its data."""
     flags = (extended_rcode >> 4) << 24 | (DO_BIT if dnssec_ok else 0)
-    return _OPT_RR.pack(0, OPT, OUR_UDP_SIZE, flags, 0)
+    return _OPT_RR.pack(0, OPT, OUR_UDP_SIZE, flags, len(options)) + options
 
 
 def header_flags(raw: bytes, rcode: int, authoritative: bool = False) -> bytes:
@@ -30,10 +42,13 @@ def header_flags(raw: bytes, rcode: int, authoritative: bool = False) -> bytes:
     )
 
 
-def reply(query: Query, rcode: int, answers: bytes = b"", answer_count: int = 0) -> bytes:
-    """A response with the client's ID and question, the given answer RRs and our OPT if asked."""
+def reply(
+    query: Query, rcode: int, answers: bytes = b"", answer_count: int = 0, options: bytes = b""
+) -> bytes:
+    """A response with the client's ID and question, the given answer RRs, and our OPT with
+    `options` (an extended error, say) if the client sent EDNS."""
     raw = query.raw
-    opt = edns_record(query.dnssec_ok) if query.has_edns else b""
+    opt = edns_record(query.dnssec_ok, options=options) if query.has_edns else b""
     return b"".join(
         (
             raw[:2],
@@ -102,13 +117,20 @@ class BlockResponse:
     ipv4: bytes = bytes(4)
     ipv6: bytes = bytes(16)
     ttl_s: int = 60
+    extended_errors: bool = True  # say Blocked (RFC 8914) with the list's name
     records: tuple[bytes, ...] = field(default=(), init=False, repr=False, compare=False)
 
     @classmethod
-    def parse(cls, text: str, ttl_s: int = 60, source: str | None = None) -> BlockResponse:
+    def parse(
+        cls,
+        text: str,
+        ttl_s: int = 60,
+        source: str | None = None,
+        extended_errors: bool = True,
+    ) -> BlockResponse:
         value = text.strip().lower()
         if value in ("null", "nxdomain", "refused"):
-            return cls(mode=value, ttl_s=ttl_s)
+            return cls(mode=value, ttl_s=ttl_s, extended_errors=extended_errors)
         parts = [part.strip() for part in value.split(",")]
         try:
             addresses = [ipaddress.ip_address(part) for part in parts if part]
@@ -130,6 +152,7 @@ class BlockResponse:
             ipv4=v4[0].packed if v4 else bytes(4),
             ipv6=v6[0].packed if v6 else bytes(16),
             ttl_s=ttl_s,
+            extended_errors=extended_errors,
         )
 
     def __str__(self) -> str:
@@ -137,16 +160,20 @@ class BlockResponse:
             return self.mode
         return f"{ipaddress.IPv4Address(self.ipv4)},{ipaddress.IPv6Address(self.ipv6)}"
 
-    def reply_to(self, query: Query) -> bytes:
-        """The reply to a blocked query, as this block response says."""
+    def reply_to(self, query: Query, list_name: str = "") -> bytes:
+        """The reply to a blocked query, as this block response says; to an EDNS client, with
+        Blocked and the list's name as an extended error."""
+        why = b""
+        if self.extended_errors and query.has_edns:
+            why = extended_error(EDE_BLOCKED, list_name)
         if self.mode == "nxdomain":
-            return reply(query, Rcode.NXDOMAIN)
+            return reply(query, Rcode.NXDOMAIN, options=why)
         if self.mode == "refused":
-            return reply(query, Rcode.REFUSED)
+            return reply(query, Rcode.REFUSED, options=why)
         if query.qclass != 1 or query.qtype not in (TYPE_A, TYPE_AAAA):
-            return reply(query, Rcode.NOERROR)
+            return reply(query, Rcode.NOERROR, options=why)
         record = self.records[0 if query.qtype == TYPE_A else 1]
-        return reply(query, Rcode.NOERROR, record, 1)
+        return reply(query, Rcode.NOERROR, record, 1, options=why)
 
     def __post_init__(self) -> None:
         records = tuple(

@@ -21,6 +21,7 @@ PURPOSES = (
     "license",
     "cloud-inference",
     "core-service",
+    "encrypted-dns",  # a resolver a program may use to go around aidns
 )
 BREAKS = ("no", "partial", "yes")
 SHIPPED_REQUIRED = ("name", "description", "homepage", "action", "default", "domains")

@@ -36,6 +36,6 @@ class BlockingStage:
         query.decision = decision
         if decision.action is not Action.BLOCKED:
             return False
-        query.response = rules.block_response.reply_to(query)
+        query.response = rules.block_response.reply_to(query, decision.list_name)
         query.reusable_until = math.inf
         return True

@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from aidns.resolver.config import CacheConfig
 from aidns.resolver.query import OPT, Action, Decision, Query, Rcode, skip_name
-from aidns.resolver.replies import edns_record
+from aidns.resolver.replies import EDE_STALE_ANSWER, edns_record, extended_error
 
 _RR_FIXED = struct.Struct("!HHIH")
 _TTL = struct.Struct("!I")
@@ -217,14 +217,17 @@ class AnswerCache:
         self.stale_hits += 1
         if query.decision is None:
             query.decision = STALE
-        return self._render(query, entry, entry.stale_body())
+        why = extended_error(EDE_STALE_ANSWER) if self.config.extended_errors else b""
+        return self._render(query, entry, entry.stale_body(), why)
 
-    def _render(self, query: Query, entry: CachedAnswer, body: bytes) -> bytes:
+    def _render(
+        self, query: Query, entry: CachedAnswer, body: bytes, options: bytes = b""
+    ) -> bytes:
         raw = query.raw
         answers, authority, additional = entry.counts
         opt = b""
         if query.has_edns:
-            opt = edns_record(query.dnssec_ok)
+            opt = edns_record(query.dnssec_ok, options=options)
             additional += 1
         flags = entry.flags
         return b"".join(

@@ -25,6 +25,7 @@ from aidns.resolver.faults import Faults
 from aidns.resolver.query import Action, Decision, Query, Rcode
 from aidns.resolver.replies import reply
 from aidns.resolver.stages.caching import STALE, AnswerCache, clamp_ttls
+from aidns.resolver.stages.cnames import CnameInspection
 from aidns.resolver.tcpclients import FD_RESERVE
 from aidns.resolver.upstream.pool import UpstreamPool
 
@@ -46,7 +47,8 @@ class _Outcome(NamedTuple):
         query.response = _reframed(query, self.response) if shared else self.response
         query.upstream = self.upstream
         earlier = query.decision
-        if earlier is None or (self.replaces and earlier.action is not Action.WATCHED):
+        blocks = self.decision.action is Action.BLOCKED
+        if earlier is None or (self.replaces and (blocks or earlier.action is not Action.WATCHED)):
             query.decision = self.decision  # a watched name stays watched: its rcode tells
 
 
@@ -92,6 +94,7 @@ class ForwardingStage:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._prefetching: set[asyncio.Task[None]] = set()
         cache.prefetch = self.prefetch
+        self.inspection: CnameInspection | None = None  # set when cname_inspection is on
 
     @property
     def in_flight(self) -> int:
@@ -161,6 +164,10 @@ class ForwardingStage:
             stale = self._stale(query)
             if stale is not None:
                 return stale
+        if self.inspection is not None:
+            found = self.inspection.blocked(query, response)
+            if found is not None:  # not cached: a rule change frees it at once
+                return _Outcome(found[0], found[1], str(upstream.spec), replaces=True)
         self.cache.store(query, response)
         response = clamp_ttls(response, query.question_end, self.cache.config)
         return _Outcome(response, _FORWARDED, str(upstream.spec))

@@ -46,5 +46,5 @@ class ProcessRulesStage:
         query.decision = Decision(
             Action.BLOCKED, ("=" if rule.exact else "") + rule.name, "rules:surgical"
         )
-        query.response = rules.block_response.reply_to(query)
+        query.response = rules.block_response.reply_to(query, "rules:surgical")
         return True

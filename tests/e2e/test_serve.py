@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.query
@@ -252,8 +253,10 @@ def test_an_expired_answer_is_served_stale_while_the_upstream_is_down(tmp_path: 
         assert addresses(fresh) == ["192.0.2.10"]
         upstream.stop()
         time.sleep(1.5)  # expired, and nobody to ask
-        stale = ask(server, "stale.up.test")
+        stale = ask(server, "stale.up.test", use_edns=0)
         assert addresses(stale) == ["192.0.2.10"] and stale.answer[0].ttl == 30
+        said = [option for option in stale.options if isinstance(option, dns.edns.EDEOption)]
+        assert [option.code for option in said] == [dns.edns.EDECode.STALE_ANSWER]
         assert ask(server, "never-asked.up.test").rcode() == dns.rcode.SERVFAIL
         log_command = aidns_command(
             "log", "--json", "--domain=stale.up.test", f"--data-dir={server.data_dir}"

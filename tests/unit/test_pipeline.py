@@ -6,7 +6,7 @@ import math
 import time
 from typing import Any, ClassVar
 
-from aidns.resolver.config import CacheConfig
+from aidns.resolver.config import CacheConfig, Protections
 from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.pipeline import Pipeline, default_stages
 from aidns.resolver.procinfo.common import NullProcessLookup
@@ -21,6 +21,7 @@ from aidns.resolver.stages.attribution import AttributionStage
 from aidns.resolver.stages.blocking import BlockingStage
 from aidns.resolver.stages.caching import AnswerCache, CachingStage
 from aidns.resolver.stages.forwarding import ForwardingStage
+from aidns.resolver.stages.special import SpecialNamesStage
 from aidns.resolver.upstream.pool import UpstreamPool
 
 from .helpers import make_wire
@@ -70,6 +71,7 @@ def build(
     stages, final = default_stages(
         access=AccessStage(),
         attribution=attribution,
+        special=SpecialNamesStage(Protections()),
         process_rules=counting,
         blocking=blocking,
         caching=CachingStage(cache),
