@@ -93,9 +93,9 @@ def settings_loader(options: dict[str, Any]) -> Callable[[], Settings]:
 
 def serve(options: dict[str, Any]) -> None:
     """What `aidns serve` does once its options are read: serve until stopped."""
-    from aidns.resolver.app import serve_until_stopped
     from aidns.resolver.config import LOG_FORMAT
     from aidns.resolver.errors import AidnsError
+    from aidns.resolver.start import serve_until_stopped
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
     try:

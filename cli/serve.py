@@ -102,7 +102,7 @@ def serve(
     if not check:
         launch.serve(options)  # what `aidns serve` runs when argparse could read its options
         return
-    from aidns.resolver.app import describe_serving
+    from aidns.resolver.start import describe_serving
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
     for line in describe_serving(launch.settings_loader(options)):

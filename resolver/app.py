@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from aidns.resolver.config import Settings, shipped_lists_dir
-from aidns.resolver.datafiles import PAUSE_NAME, read_pause, write_status
-from aidns.resolver.discovery import default_upstreams, remember_upstreams
+from aidns.resolver.datafiles import PAUSE_NAME, read_pause
+from aidns.resolver.discovery import remember_upstreams
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.faults import Faults
 from aidns.resolver.keeper.logkeeper import LogKeeper
-from aidns.resolver.keeper.snapshots import Compiled, SnapshotKeeper
+from aidns.resolver.keeper.snapshots import Compiled, SnapshotKeeper, vanished_shipped_lists
 from aidns.resolver.pipeline import Observer, Pipeline, default_stages
 from aidns.resolver.procinfo.common import NullProcessLookup
 from aidns.resolver.procinfo.lookup import default_lookup
@@ -30,7 +30,7 @@ from aidns.resolver.querylog.recorder import QueryRecorder
 from aidns.resolver.querylog.schema import DB_NAME
 from aidns.resolver.rules.active import ActiveRules, RuleHolder
 from aidns.resolver.rules.reload import Reloader
-from aidns.resolver.rules.ruleset import build_rule_set, list_info
+from aidns.resolver.rules.ruleset import describe_lists
 from aidns.resolver.rules.user import RULES_NAME, ProcessRules
 from aidns.resolver.server import DnsServer
 from aidns.resolver.stages.access import AccessStage
@@ -41,17 +41,16 @@ from aidns.resolver.stages.cnames import CnameInspection
 from aidns.resolver.stages.forwarding import ForwardingStage, upstream_query_limit
 from aidns.resolver.stages.processrules import ProcessRulesStage
 from aidns.resolver.stages.special import SpecialNamesStage
+from aidns.resolver.statusfile import StatusFile
 from aidns.resolver.system.filewrites import FileWrites
-from aidns.resolver.system.hashseed import run_under_seed
 from aidns.resolver.system.sdnotify import notify, watchdog_interval_s
-from aidns.resolver.tcpclients import client_limit, open_files_limit, raise_open_files_limit
+from aidns.resolver.tcpclients import client_limit, open_files_limit
+from aidns.resolver.upstream.following import SystemUpstreams
 from aidns.resolver.upstream.pool import UpstreamPool
 
 log = logging.getLogger(__name__)
 
-STATUS_EVERY_S = 2.0  # status.json while queries come; while none come it is left alone
 REPEATS_FLUSH_S = 0.5  # counts of repeated questions reach the stats and the log this often
-RESOLV_CONF_POLL_S = 30.0  # besides its file events, in case a watch missed a change
 PAUSE_CHECK_S = 30.0  # a timed pause looks at the clock this often at most: suspends stop timers
 
 
@@ -126,12 +125,16 @@ class Resolver:
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp)
         self.started_at = time.time()
         self.reloaded_at: float | None = None
-        self.follow_resolv_conf = settings.follow_resolv_conf
+        self.system_upstreams = SystemUpstreams(
+            self.pool,
+            settings.data_dir,
+            settings.listen,
+            settings.follow_resolv_conf,
+            told=lambda: self.status_file.changed(),
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.status_file = StatusFile(settings.data_dir, self.status, self.pipeline.activity.arm)
         # owned by the event loop; other threads reach them through _on_loop
-        self._status_wanted = asyncio.Event()
-        self._resolv_conf_changed = asyncio.Event()
-        self._status_lock = threading.Lock()
         self._flush_timer: asyncio.TimerHandle | None = None
         self._pause_timer: asyncio.TimerHandle | None = None
         self._apply_pause()
@@ -169,7 +172,7 @@ class Resolver:
             self._reload_done = covered
             self.errors = [str(exc)]
             log.error("reload: %s; the previous rules stay in effect", exc)
-            self._write_status()
+            self.status_file.write()
             return
         self._reload_done = covered
         vanished = vanished_shipped_lists(self.compiled.list_info, compiled.list_info)
@@ -180,13 +183,13 @@ class Resolver:
                 "rules in effect stay; restart aidns"
             ]
             log.error("reload: %s", self.errors[0])
-            self._write_status()
+            self.status_file.write()
             return
         for problem in compiled.problems:
             log.error("%s", problem)
         if settings.listen != self.settings.listen:
             log.warning("listen changes take effect when aidns restarts")
-        self.follow_resolv_conf = settings.follow_resolv_conf
+        self.system_upstreams.files = settings.follow_resolv_conf
         self.pool.timeout_s = settings.upstream_timeout_s
         if not settings.follow_resolv_conf and settings.upstreams != self.pool.specs:
             self._use_upstreams(settings)
@@ -202,11 +205,11 @@ class Resolver:
         self.pipeline_forget()
         self._log_pause(paused_before, self.holder.rules.paused_until)
         self._on_loop(self._time_pause_end)
-        self._on_loop(self._resolv_conf_changed.set)
+        self.system_upstreams.changed()
         self.errors = list(compiled.problems)
         self.reloaded_at = time.time()
         log.info("reloaded: %s", self.describe_lists())
-        self._write_status()
+        self.status_file.write()
 
     def _load_tools(self) -> KnownTools:
         """The shipped tool catalogue and the user's `<data-dir>/lists/tools.yaml`."""
@@ -222,7 +225,7 @@ class Resolver:
             self.holder.replace(paused_until=until)
             self._log_pause(before, until)
             self._on_loop(self._time_pause_end)
-            self._status_changed()
+            self.status_file.changed()
         self.pipeline_forget()
 
     @staticmethod
@@ -276,39 +279,12 @@ class Resolver:
             ],
         }
 
-    def _write_status(self, unless_shown: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write status.json as it is now, unless it shows `unless_shown`; what it shows. One
-        writer at a time, each reading the status as it writes, so none leaves an older one."""
-        with self._status_lock:
-            status = self.status()
-            shown = {key: value for key, value in status.items() if key != "updated"}
-            if shown != unless_shown:
-                write_status(self.settings.data_dir, status)
-            return shown
-
     def _on_loop(self, callback: Callable[[], object]) -> None:
         """From any thread: run `callback` on the event loop, if it runs."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # closed meanwhile
                 loop.call_soon_threadsafe(callback)
-
-    def _status_changed(self) -> None:
-        self._on_loop(self._status_wanted.set)
-
-    async def _keep_status(self, every_s: float = STATUS_EVERY_S) -> None:
-        """Writes status.json when what it shows changed, at most every `every_s`: the
-        pipeline's activity flag wakes this after a quiet spell, and nothing else does."""
-        written: dict[str, Any] | None = None
-        while True:
-            self.pipeline.activity.arm()
-            self._status_wanted.clear()
-            shown = await asyncio.to_thread(self._write_status, written)
-            if shown == written:
-                await self._status_wanted.wait()
-                continue
-            written = shown
-            await asyncio.sleep(every_s)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -326,7 +302,7 @@ class Resolver:
         log.info("%s", self.describe_lists())
         if self.query_log is not None:
             self.query_log.start()
-        self.pipeline.activity.wake = self._status_changed
+        self.pipeline.activity.wake = self.status_file.changed
         self.pipeline.repeats_started = lambda: self._on_loop(self._flush_repeats_soon)
         data_dir = self.settings.data_dir
         watched = [data_dir / RULES_NAME, data_dir / "lists.state.yaml"]
@@ -334,13 +310,15 @@ class Resolver:
         if config_path is not None and (config_path.is_file() or not config_path.exists()):
             watched.append(config_path)  # not /dev/null: every write to it would be a change
         light: dict[Path, Callable[[], None]] = {data_dir / PAUSE_NAME: self._apply_pause}
-        followed = {path.resolve() for path in self.settings.follow_resolv_conf}
-        for path in {*self.settings.follow_resolv_conf, *followed}:
-            light[path] = lambda: self._on_loop(self._resolv_conf_changed.set)
+        for path in self.system_upstreams.watched():
+            light[path] = self.system_upstreams.changed
         reloader = Reloader(self.reload, watched, self.settings.list_dirs, light=light)
+        followed = {path.resolve() for path in self.settings.follow_resolv_conf}
         written_in_place = FileWrites(followed)  # a bind mount's writes reach no folder's watch
         if written_in_place.fileno is not None:
-            loop.add_reader(written_in_place.fileno, self._resolv_conf_written, written_in_place)
+            loop.add_reader(
+                written_in_place.fileno, self.system_upstreams.written, written_in_place
+            )
         reloader.start()  # before listening: a change right after start must not be missed
         await self.server.start()
         freeze_what_start_made()
@@ -348,8 +326,8 @@ class Resolver:
             remember_upstreams(self.settings.data_dir, self.settings.upstreams)
         self._time_pause_end()
         tasks = [
-            asyncio.create_task(self._keep_status()),
-            asyncio.create_task(self._follow_system_upstreams()),
+            asyncio.create_task(self.status_file.keep()),
+            asyncio.create_task(self.system_upstreams.follow()),
         ]
         bound = sorted({str(address) for _transport, address in self.server.bound})
         notify(f"READY=1\nSTATUS=answering on {', '.join(bound)}")
@@ -377,35 +355,8 @@ class Resolver:
             await self.pool.aclose()
             if self.query_log is not None:
                 await asyncio.to_thread(self.query_log.stop)
-            self._write_status()
+            self.status_file.write()
             log.info("stopped after %d queries", self.stats.queries)
-
-    async def _follow_system_upstreams(self, poll_s: float = RESOLV_CONF_POLL_S) -> None:
-        """With no upstream configured, ask what the system's resolv.conf names now, when the
-        file changes (and every `poll_s`): a laptop that joins another network gets that
-        network's nameservers within a second."""
-        settings = self.settings
-        changed = self._resolv_conf_changed
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), poll_s if self.follow_resolv_conf else None)
-            changed.clear()
-            if not self.follow_resolv_conf:
-                continue
-            specs, source, from_system = default_upstreams(
-                settings.data_dir, self.follow_resolv_conf, settings.listen
-            )
-            if specs == self.pool.specs:
-                continue
-            await self.pool.replace(specs)
-            self._status_wanted.set()
-            log.info("upstreams now %s (%s)", ", ".join(map(str, specs)), source)
-            if from_system:
-                remember_upstreams(settings.data_dir, specs)
-
-    def _resolv_conf_written(self, writes: FileWrites) -> None:
-        writes.drain()
-        self._resolv_conf_changed.set()
 
     def _use_upstreams(self, settings: Settings) -> None:
         """From a reload's thread: the event loop swaps them in."""
@@ -454,54 +405,9 @@ class Resolver:
         self._pause_timer = self._loop.call_later(min(left_s, PAUSE_CHECK_S), self._time_pause_end)
 
 
-def vanished_shipped_lists(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[str]:
-    """The shipped lists that were on before a reload and are not there at all after it."""
-    shipped = str(shipped_lists_dir())
-    was_on = {i["name"] for i in before if i["enabled"] and i["source"].startswith(shipped)}
-    return sorted(was_on - {i["name"] for i in after})
-
-
 def freeze_what_start_made() -> None:
     """Leave the objects made while starting (modules, the catalogue, the rules) out of every
     later garbage collection: a full collection then walks only what serving made, which cuts
     its pause, the longest stall a serving thread sees, from tens of milliseconds to a few."""
     gc.collect()
     gc.freeze()
-
-
-def ensure_data_dir(data_dir: Path) -> None:
-    try:
-        (data_dir / "lists").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        log.warning("cannot create data dir %s: %s; running without it", data_dir, exc.strerror)
-
-
-def describe_lists(list_info: list[dict[str, Any]], rule_count: int) -> str:
-    enabled = [f"{d['name']} ({d['entries']})" for d in list_info if d["enabled"] and d["entries"]]
-    return f"lists: {', '.join(enabled) or 'none'}; {rule_count} rules"
-
-
-def describe_serving(load_settings: Callable[[], Settings]) -> list[str]:
-    """What `serve --check` shows: the effective settings, then the lists in effect. Binds,
-    starts and writes nothing."""
-    settings = _loaded(load_settings)
-    rule_set = build_rule_set(settings)
-    return [
-        *settings.describe(),
-        describe_lists(list_info(rule_set.lists), rule_set.matcher.rule_count),
-    ]
-
-
-def serve_until_stopped(load_settings: Callable[[], Settings]) -> None:
-    """Serve until SIGINT or SIGTERM; `load_settings` is read again on every reload."""
-    settings = _loaded(load_settings)
-    ensure_data_dir(settings.data_dir)
-    run_under_seed(settings.data_dir)
-    raise_open_files_limit()
-    asyncio.run(Resolver(settings, reload_settings=load_settings).run())
-
-
-def _loaded(load_settings: Callable[[], Settings]) -> Settings:
-    settings = load_settings()
-    logging.getLogger().setLevel(settings.log_level.upper())
-    return settings

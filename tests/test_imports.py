@@ -48,7 +48,7 @@ def layer(module: str) -> int:
         return 3
     if len(parts) > 2 and parts[2] in WINGS:
         return 1
-    if module == "aidns.resolver.app":
+    if module in ("aidns.resolver.app", "aidns.resolver.start"):
         return 2
     return 0
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aidns.resolver.config import Settings
+from aidns.resolver.config import Settings, shipped_lists_dir
 from aidns.resolver.errors import AidnsError, excerpt
 from aidns.resolver.rules.catalogue import STATE_NAME
 from aidns.resolver.rules.lists import list_files, source_path
@@ -154,3 +154,10 @@ class SnapshotKeeper:
             raise AidnsError(said["error"])
         why = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
         raise AidnsError(f"the list compiler failed: {excerpt(why[0], 200)}")
+
+
+def vanished_shipped_lists(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[str]:
+    """The shipped lists that were on before a reload and are not there at all after it."""
+    shipped = str(shipped_lists_dir())
+    was_on = {i["name"] for i in before if i["enabled"] and i["source"].startswith(shipped)}
+    return sorted(was_on - {i["name"] for i in after})

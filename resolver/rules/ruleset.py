@@ -75,3 +75,9 @@ def list_info(lists: list[DomainList]) -> list[dict[str, Any]]:
     return [
         {"name": d.name, "entries": len(d), "enabled": d.enabled, "source": d.source} for d in lists
     ]
+
+
+def describe_lists(list_info: list[dict[str, Any]], rule_count: int) -> str:
+    """The lists on, with their entries, and the rules in all: for the log and `--check`."""
+    enabled = [f"{d['name']} ({d['entries']})" for d in list_info if d["enabled"] and d["entries"]]
+    return f"lists: {', '.join(enabled) or 'none'}; {rule_count} rules"
