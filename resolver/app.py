@@ -149,6 +149,7 @@ class Resolver:
             ProcessRules(compiled.process_rules),
             settings.block_response,
             read_pause(settings.data_dir),
+            {i["name"]: i["block_ttl"] for i in compiled.list_info if "block_ttl" in i},
         )
 
     def reload(self) -> None:

@@ -160,9 +160,9 @@ class BlockResponse:
             return self.mode
         return f"{ipaddress.IPv4Address(self.ipv4)},{ipaddress.IPv6Address(self.ipv6)}"
 
-    def reply_to(self, query: Query, list_name: str = "") -> bytes:
+    def reply_to(self, query: Query, list_name: str = "", ttl_s: int | None = None) -> bytes:
         """The reply to a blocked query, as this block response says; to an EDNS client, with
-        Blocked and the list's name as an extended error."""
+        Blocked and the list's name as an extended error. `ttl_s` is the list's own TTL."""
         why = b""
         if self.extended_errors and query.has_edns:
             why = extended_error(EDE_BLOCKED, list_name)
@@ -173,6 +173,8 @@ class BlockResponse:
         if query.qclass != 1 or query.qtype not in (TYPE_A, TYPE_AAAA):
             return reply(query, Rcode.NOERROR, options=why)
         record = self.records[0 if query.qtype == TYPE_A else 1]
+        if ttl_s is not None and ttl_s != self.ttl_s:
+            record = record[:6] + struct.pack("!I", ttl_s) + record[10:]
         return reply(query, Rcode.NOERROR, record, 1, options=why)
 
     def __post_init__(self) -> None:

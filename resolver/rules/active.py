@@ -27,6 +27,7 @@ class ActiveRules:
     process_rules: ProcessRules = field(default_factory=ProcessRules)
     block_response: BlockResponse = field(default_factory=BlockResponse)
     paused_until: float | None = None
+    block_ttls: dict[str, int] = field(default_factory=dict)  # by list, where it sets its own
 
     def paused(self) -> bool:
         return self.paused_until is not None and time.time() < self.paused_until

@@ -138,6 +138,7 @@ class DomainList:
     problems: list[str] = field(default_factory=list)
     homepage: str = ""
     enabled_by_default: bool = True
+    block_ttl_s: int | None = None  # the sinkhole's TTL for this list's names, if not block_ttl
 
     def __len__(self) -> int:
         return len(self.rules) + len(self.subtree_hashes) + len(self.exact_hashes)

@@ -73,7 +73,9 @@ def build_rule_set(settings: Settings, last_good: LastGood | None = None) -> Rul
 def list_info(lists: list[DomainList]) -> list[dict[str, Any]]:
     """What `status` and the start-up log say of each list."""
     return [
-        {"name": d.name, "entries": len(d), "enabled": d.enabled, "source": d.source} for d in lists
+        {"name": d.name, "entries": len(d), "enabled": d.enabled, "source": d.source}
+        | ({"block_ttl": d.block_ttl_s} if d.block_ttl_s is not None else {})
+        for d in lists
     ]
 
 

@@ -24,7 +24,8 @@ from aidns.resolver.rules.lists import (
 )
 from aidns.resolver.rules.parsers import NO_MORE_THAN_DEFAULT, read_limited_list, too_many
 
-LIST_KEYS = {"name", "description", "homepage", "action", "default", "domains"}
+LIST_KEYS = {"name", "description", "homepage", "action", "default", "domains", "block_ttl"}
+LONGEST_BLOCK_TTL_S = 7 * 86400
 ENTRY_KEYS = {"domain", "match", "action", "purpose", "breaks", "evidence", "verified", "note"}
 
 
@@ -80,6 +81,17 @@ def load_yaml_list(path: Path, limits: ListLimits = NO_MORE_THAN_DEFAULT) -> Dom
         raise ListError(
             f"default: {excerpt(document.get('default'))} is not on or off", source=source
         )
+    block_ttl = document.get("block_ttl")
+    if block_ttl is not None and (
+        isinstance(block_ttl, bool)
+        or not isinstance(block_ttl, int)
+        or not 0 <= block_ttl <= LONGEST_BLOCK_TTL_S
+    ):
+        raise ListError(
+            f"block_ttl: {excerpt(block_ttl)} is not a number of seconds from 0 to "
+            f"{LONGEST_BLOCK_TTL_S}",
+            source=source,
+        )
     domain_list = DomainList(
         name=str(document.get("name") or path.stem),
         action=action,
@@ -88,6 +100,7 @@ def load_yaml_list(path: Path, limits: ListLimits = NO_MORE_THAN_DEFAULT) -> Dom
         enabled=default,
         homepage=str(document.get("homepage") or ""),
         enabled_by_default=default,
+        block_ttl_s=block_ttl,
     )
     lines: list[int] | None = None
     for index, item in enumerate(domains):

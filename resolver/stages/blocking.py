@@ -36,6 +36,9 @@ class BlockingStage:
         query.decision = decision
         if decision.action is not Action.BLOCKED:
             return False
-        query.response = rules.block_response.reply_to(query, decision.list_name)
+        list_name = decision.list_name
+        query.response = rules.block_response.reply_to(
+            query, list_name, rules.block_ttls.get(list_name)
+        )
         query.reusable_until = math.inf
         return True

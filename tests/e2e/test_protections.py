@@ -143,3 +143,33 @@ def test_blocked_answers_say_why_to_edns_clients_only_and_it_can_be_switched_off
         assert "OPT PSEUDOSECTION" in said and "EDE" not in said
     finally:
         server.stop()
+
+
+def test_a_list_may_give_its_sinkhole_answers_a_longer_ttl(
+    tmp_path: Path, upstream: Dnsmasq
+) -> None:
+    """For names that programs retry in a storm when blocked (Claude Code's telemetry hosts)."""
+    lists = tmp_path / "data" / "lists"
+    lists.mkdir(parents=True)
+    (lists / "storm.yaml").write_text(
+        "name: storm\naction: block\nblock_ttl: 86400\ndomains:\n  - retry.storm.test\n"
+    )
+    server = serve(tmp_path, upstream)
+    try:
+        long = dig(server, "retry.storm.test")
+        assert answers(long) == ["0.0.0.0"] and "\t86400\tIN\tA\t0.0.0.0" in long, long
+        usual = dig(server, "x.tracker.test")
+        assert "\t60\tIN\tA\t0.0.0.0" in usual, usual
+    finally:
+        server.stop()
+    (lists / "storm.yaml").write_text("name: storm\nblock_ttl: -1\ndomains: [a.test]\n")
+    checked = subprocess.run(
+        aidns_command("lists", f"--data-dir={tmp_path / 'data'}", "--config=/dev/null"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        "block_ttl: -1 is not a number of seconds from 0 to 604800"
+        in checked.stdout + checked.stderr
+    )
