@@ -104,7 +104,13 @@ class Resolver:
         observers: list[Observer] = []
         if settings.query_log.enabled or settings.query_log.jsonl:
             observers.append(self.query_log)
-        self.pipeline = Pipeline(stages, final, observers=observers, faults=self.faults)
+        self.pipeline = Pipeline(
+            stages,
+            final,
+            observers=observers,
+            faults=self.faults,
+            same_socket=self.attribution.same_socket,
+        )
         self.stats = self.pipeline.stats
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp)
         self.started_at = time.time()

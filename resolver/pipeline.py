@@ -45,6 +45,9 @@ class FinalStage(Protocol):
 Observer = Callable[[Query, int], None]
 """Told of each finished query, with how many identical ones it stands for."""
 
+SameSocket = Callable[[tuple[Any, ...], tuple[Any, ...], tuple[int, int]], bool]
+"""True while the UDP client (server, client) still holds the socket (inode, cookie)."""
+
 
 class Stats:
     """Counts since start, by verdict, kept by the pipeline itself; read by `aidns status`."""
@@ -86,12 +89,13 @@ class _Repeat:
     Only the serving thread raises `count`; only `flush_repeats` moves `reported`.
     """
 
-    __slots__ = ("count", "query", "reported", "response_after_id", "until")
+    __slots__ = ("count", "query", "reported", "response_after_id", "socket", "until")
 
     def __init__(self, query: Query, response_after_id: bytes, until: float) -> None:
         self.query = query
         self.response_after_id = response_after_id
         self.until = until
+        self.socket = query.client_socket  # None when no stage said which socket asked
         self.count = 0
         self.reported = 0
 
@@ -102,7 +106,9 @@ class Pipeline:
     An answer that holds for a while is remembered by the query's bytes after the ID, so an
     identical packet skips parsing and matching: only the per-client stages run again. When
     those said their verdict holds for that client socket a while longer, a third identical
-    packet from it is only answered and counted; `flush_repeats` reports the counts.
+    packet from it is only answered and counted; `flush_repeats` reports the counts. When the
+    stages said which socket asked (`query.client_socket`), that holds only while
+    `same_socket` says the client's address and port still belong to that very socket.
     """
 
     def __init__(
@@ -111,11 +117,13 @@ class Pipeline:
         final: FinalStage,
         observers: Sequence[Observer] = (),
         faults: Faults | None = None,
+        same_socket: SameSocket | None = None,
     ):
         self.stages = tuple(stages)
         self.per_client_stages = tuple(stage for stage in stages if stage.per_client)
         self.final = final
         self.observers = list(observers)
+        self.same_socket = same_socket
         self.stats = Stats()
         self.faults = faults or Faults()
         self._memo: dict[bytes, _Memo] = {}
@@ -160,7 +168,7 @@ class Pipeline:
         repeats = memo.repeats
         if repeats is not None:
             repeat = repeats.get(client)
-            if repeat is not None and repeat.until > now:
+            if repeat is not None and repeat.until > now and self._same_socket(repeat, server):
                 repeat.count += 1
                 return raw[:2] + repeat.response_after_id
         query = memo.query.replay(raw, client, Transport.UDP, now, server)
@@ -174,6 +182,12 @@ class Pipeline:
         if query.client_reusable_until > now:
             self._add_repeat(memo, client, query)
         return query.response
+
+    def _same_socket(self, repeat: _Repeat, server: tuple[Any, ...]) -> bool:
+        if repeat.socket is None:
+            return True
+        check = self.same_socket
+        return check is not None and check(server, repeat.query.client, repeat.socket)
 
     def _add_repeat(self, memo: _Memo, client: tuple[Any, ...], query: Query) -> None:
         response = query.response

@@ -92,6 +92,7 @@ class Query:
         "answered_at",
         "client",
         "client_reusable_until",
+        "client_socket",
         "decision",
         "edns_flags",
         "process",
@@ -128,6 +129,7 @@ class Query:
         self.upstream: str | None = None
         self.reusable_until = 0.0
         self.client_reusable_until = 0.0
+        self.client_socket: tuple[int, int] | None = None  # set by attribution: which socket
         self.answered_at = 0.0
         self.qname, self.question_end = _read_question_name(raw)
         self.qtype, self.qclass = _TYPE_CLASS.unpack_from(raw, self.question_end - 4)
@@ -154,6 +156,7 @@ class Query:
         query.upstream = None
         query.reusable_until = 0.0
         query.client_reusable_until = 0.0
+        query.client_socket = None
         query.answered_at = 0.0
         query.qname = self.qname
         query.question_end = self.question_end

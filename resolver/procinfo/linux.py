@@ -10,17 +10,20 @@ from pathlib import Path
 from aidns.resolver.procinfo.common import (
     CMDLINE_READ_BYTES,
     DEFAULT_BUDGET_S,
+    SOCKET_FALLBACK_S,
+    SocketOwner,
     trim_cmdline,
     user_name,
 )
 from aidns.resolver.procinfo.netlink import NetlinkSockets
 from aidns.resolver.procinfo.pids import PidFinder
-from aidns.resolver.procinfo.sockets import ProcNetSockets, SocketOwner, SocketTable
+from aidns.resolver.procinfo.sockets import ProcNetSockets, SocketTable
 from aidns.resolver.query import ProcessInfo, Transport
 
 CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2
 CAP_SYS_PTRACE = 19
+DESCRIBED_PROCESSES = 1024
 NEEDS_PRIVILEGE = "visible only to root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
 
 
@@ -67,7 +70,14 @@ def _may_read_all_processes(proc_root: Path) -> bool:
 
 
 class LinuxProcessLookup:
-    """ProcessLookup for Linux: socket table first (uid, inode), then /proc for the pid."""
+    """ProcessLookup for Linux: socket table first (uid, inode), then /proc for the pid.
+
+    What /proc says of a process (name, executable, command line) is read once and kept by
+    (pid, start time, name): a pid used again, or a process that runs another program under
+    another name, is read afresh.
+    """
+
+    identifies_sockets = True
 
     def __init__(
         self,
@@ -81,6 +91,24 @@ class LinuxProcessLookup:
         self._lock = threading.Lock()
         self._euid = os.geteuid()
         self.sees_all = _may_read_all_processes(proc_root)
+        self._described: dict[tuple[int, bytes, bytes], tuple[str | None, str | None]] = {}
+
+    def client_socket(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        fallback_s: float = SOCKET_FALLBACK_S,
+    ) -> SocketOwner | None:
+        deadline = time.monotonic() + fallback_s
+        if not self._lock.acquire(timeout=max(fallback_s, 0.0005)):
+            return None
+        try:
+            return self.sockets.owner(transport, server, client, deadline)
+        except OSError:  # not an IP address, or the socket table could not be read
+            return None
+        finally:
+            self._lock.release()
 
     def find(
         self,
@@ -88,15 +116,17 @@ class LinuxProcessLookup:
         server: tuple[str, int],
         client: tuple[str, int],
         budget_s: float = DEFAULT_BUDGET_S,
+        owner: SocketOwner | None = None,
     ) -> ProcessInfo | None:
         deadline = time.monotonic() + budget_s
         if not self._lock.acquire(timeout=budget_s):
             return None
         try:
-            try:
-                owner = self.sockets.owner(transport, server, client, deadline)
-            except OSError:  # not an IP address, or the socket table could not be read
-                return None
+            if owner is None:
+                try:
+                    owner = self.sockets.owner(transport, server, client, deadline)
+                except OSError:  # not an IP address, or the socket table could not be read
+                    return None
             if owner is None:
                 return None
             user = user_name(owner.uid)
@@ -119,6 +149,26 @@ class LinuxProcessLookup:
     def describe(self, pid: int, uid: int | None = None, user: str | None = None) -> ProcessInfo:
         """Name, executable and command line of `pid`, as far as it still exists."""
         base = f"{self._proc_root}/{pid}"
+        try:
+            with open(f"{base}/stat", "rb") as stat:
+                head = stat.read(1024)
+            name_bytes = head[head.index(b"(") + 1 : head.rindex(b")")]
+            started = head[head.rindex(b")") + 2 :].split()[19]
+        except (OSError, ValueError, IndexError):
+            return self._read(base, pid, uid, user)
+        key = (pid, started, name_bytes)
+        known = self._described.get(key)
+        if known is None:
+            info = self._read(base, pid, uid, user)
+            if info.name is not None:
+                if len(self._described) >= DESCRIBED_PROCESSES:
+                    self._described.clear()
+                self._described[key] = (info.exe, info.cmdline)
+            return info
+        name = name_bytes.decode("utf-8", "replace") or None
+        return ProcessInfo(pid, name, exe=known[0], cmdline=known[1], uid=uid, user=user)
+
+    def _read(self, base: str, pid: int, uid: int | None, user: str | None) -> ProcessInfo:
         name = exe = cmdline = None
         try:
             with open(f"{base}/comm", "rb") as comm:

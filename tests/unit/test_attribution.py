@@ -1,11 +1,16 @@
-"""The attribution stage: lookups take at most their share of the serving thread's time."""
+"""The attribution stage: kept per socket, never per address and port; lookups take their share."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from aidns.resolver.procinfo.common import DEFAULT_BUDGET_S, SOCKET_FALLBACK_S, SocketOwner
 from aidns.resolver.query import ProcessInfo, Query, Transport
 from aidns.resolver.stages.attribution import (
     LOOKUP_CREDIT_S,
@@ -20,21 +25,38 @@ LOOKUP_S = 0.005
 
 
 class SlowLookup:
-    """Finds every process, taking LOOKUP_S each time."""
+    """Every port holds socket inode 1000 + port, of process 1234 unless `held` says otherwise;
+    finding the process takes LOOKUP_S."""
+
+    identifies_sockets = True
 
     def __init__(self) -> None:
         self.calls = 0
+        self.held: dict[int, tuple[int, int]] = {}  # port -> (inode, pid)
+
+    def _held(self, port: int) -> tuple[int, int]:
+        return self.held.get(port, (1000 + port, 1234))
+
+    def client_socket(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        fallback_s: float = SOCKET_FALLBACK_S,
+    ) -> SocketOwner | None:
+        return SocketOwner(0, self._held(client[1])[0])
 
     def find(
         self,
         transport: Transport,
         server: tuple[str, int],
         client: tuple[str, int],
-        budget_s: float = 0.002,
+        budget_s: float = DEFAULT_BUDGET_S,
+        owner: SocketOwner | None = None,
     ) -> ProcessInfo | None:
         self.calls += 1
         time.sleep(LOOKUP_S)
-        return ProcessInfo(1234, "client")
+        return ProcessInfo(self._held(client[1])[1], "client")
 
 
 def query_from(port: int, at: float) -> Query:
@@ -56,7 +78,7 @@ def test_a_burst_of_new_clients_is_answered_unattributed_beyond_the_lookup_share
     assert later.process == ProcessInfo(1234, "client")
 
 
-def test_a_client_seen_before_costs_no_lookup_and_is_never_skipped() -> None:
+def test_a_socket_seen_before_costs_no_lookup_and_is_never_skipped() -> None:
     lookup = SlowLookup()
     stage = AttributionStage(lookup)
     first = query_from(20000, 10.0)
@@ -64,17 +86,33 @@ def test_a_client_seen_before_costs_no_lookup_and_is_never_skipped() -> None:
     for index in range(50):
         again = query_from(20000, 10.0 + index * 0.001)
         stage.answer(again)
-        assert again.process == first.process
+        assert again.process == first.process and again.client_socket == (21000, 0)
     assert lookup.calls == 1 and stage.skipped == 0
 
 
-class BrokenLookup:
+def test_another_socket_on_the_same_address_and_port_is_looked_up_afresh() -> None:
+    lookup = SlowLookup()
+    stage = AttributionStage(lookup)
+    lookup.held[20000] = (555, 100)
+    first = query_from(20000, 10.0)
+    stage.answer(first)
+    assert first.process is not None and first.process.pid == 100
+    # within the same millisecond, another program's new socket gets that port
+    lookup.held[20000] = (556, 200)
+    second = query_from(20000, 10.001)
+    stage.answer(second)
+    assert second.process is not None and second.process.pid == 200
+    assert lookup.calls == 2
+
+
+class BrokenLookup(SlowLookup):
     def find(
         self,
         transport: Transport,
         server: tuple[str, int],
         client: tuple[str, int],
-        budget_s: float = 0.002,
+        budget_s: float = DEFAULT_BUDGET_S,
+        owner: SocketOwner | None = None,
     ) -> ProcessInfo | None:
         raise RuntimeError("the socket table moved")
 
@@ -88,3 +126,66 @@ def test_a_failing_lookup_is_counted_once_per_kind_and_the_query_goes_on(
         assert stage.answer(query) is False and query.process is None
     assert stage.faults.counts() == {"RuntimeError while finding the process of a query": 20}
     assert len(caplog.records) == 1 and caplog.records[0].exc_info is None
+
+
+# --- real programs, one after another on one port ---------------------------------------------
+
+HOLDER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[2])))
+s.sendto(b"q", ("127.0.0.1", int(sys.argv[1])))
+print(s.getsockname()[1], flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.fixture
+def server() -> Iterator[socket.socket]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        udp.settimeout(5)
+        yield udp
+
+
+def ask_from_a_new_program(server: socket.socket, port: int) -> tuple[subprocess.Popen[str], Query]:
+    """A program that sends from `port` (0: any) and holds its socket until told to go."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(server.getsockname()[1]), str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    child.stdout.readline()
+    _, client = server.recvfrom(16)
+    query = Query(make_wire("who.test"), client, Transport.UDP, time.monotonic())
+    query.server = server.getsockname()
+    return child, query
+
+
+def done(child: subprocess.Popen[str]) -> None:
+    assert child.stdin is not None
+    child.stdin.close()
+    child.wait(10)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket table")
+def test_a_program_that_takes_over_a_port_is_never_blamed_for_the_last_ones_queries(
+    server: socket.socket,
+) -> None:
+    from aidns.resolver.procinfo.linux import LinuxProcessLookup
+
+    stage = AttributionStage(LinuxProcessLookup(), budget_s=1.0)
+    first, asked = ask_from_a_new_program(server, 0)
+    stage.answer(asked)
+    port = asked.client[1]
+    assert asked.process is not None and asked.process.pid == first.pid
+    done(first)
+    second, again = ask_from_a_new_program(server, port)  # the same address and port at once
+    assert again.client == asked.client
+    stage.answer(again)
+    done(second)
+    assert again.process is not None and again.process.pid == second.pid
+    assert again.client_socket != asked.client_socket
+    assert not stage.same_socket(server.getsockname(), asked.client, asked.client_socket or (0, 0))

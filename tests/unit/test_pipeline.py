@@ -9,8 +9,14 @@ from typing import Any, ClassVar
 from aidns.resolver.config import CacheConfig
 from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.pipeline import Pipeline, default_stages
-from aidns.resolver.procinfo.common import NullProcessLookup
-from aidns.resolver.query import Action, Query, Transport
+from aidns.resolver.procinfo.common import (
+    DEFAULT_BUDGET_S,
+    SOCKET_FALLBACK_S,
+    NullProcessLookup,
+    ProcessLookup,
+    SocketOwner,
+)
+from aidns.resolver.query import Action, ProcessInfo, Query, Transport
 from aidns.resolver.replies import BlockResponse
 from aidns.resolver.rules.active import ActiveRules, RuleHolder
 from aidns.resolver.rules.lists import DomainList, ListAction, Rule
@@ -55,15 +61,48 @@ class Recorder:
         return sum(count for seen_name, _, count, _ in self.seen if seen_name == name)
 
 
+class PortSockets:
+    """A socket table in miniature: which socket (inode) and process hold each client port."""
+
+    identifies_sockets = True
+
+    def __init__(self) -> None:
+        self.held: dict[int, tuple[int, int]] = {}  # port -> (inode, pid)
+        self.finds = 0
+
+    def client_socket(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        fallback_s: float = SOCKET_FALLBACK_S,
+    ) -> SocketOwner | None:
+        held = self.held.get(client[1])
+        return None if held is None else SocketOwner(1000, held[0], cookie=held[0] * 7)
+
+    def find(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        budget_s: float = DEFAULT_BUDGET_S,
+        owner: SocketOwner | None = None,
+    ) -> ProcessInfo | None:
+        self.finds += 1
+        inode, pid = self.held[client[1]]
+        assert owner is not None and owner.inode == inode
+        return ProcessInfo(pid, f"tool{pid}", uid=1000)
+
+
 def build(
-    blocked: str = "sentry.io", reuse_s: float = 1.0
+    blocked: str = "sentry.io", lookup: ProcessLookup | None = None
 ) -> tuple[Pipeline, CountingStage, AttributionStage, BlockingStage, Recorder]:
     rules = DomainList("test", ListAction.BLOCK, "test")
     rules.rules.append(Rule(blocked, ListAction.BLOCK, "test"))
     blocking = BlockingStage(
         RuleHolder(ActiveRules(DomainMatcher([rules]), ProcessRules(), BlockResponse()))
     )
-    attribution = AttributionStage(NullProcessLookup(), reuse_s=reuse_s)
+    attribution = AttributionStage(lookup or NullProcessLookup())
     counting = CountingStage()
     cache = AnswerCache(CacheConfig())
     pool = UpstreamPool([parse_upstream("127.0.0.1:9")], timeout_s=0.1)
@@ -76,7 +115,8 @@ def build(
         forwarding=ForwardingStage(pool, cache),
     )
     recorder = Recorder()
-    return Pipeline(stages, final, [recorder]), counting, attribution, blocking, recorder
+    pipeline = Pipeline(stages, final, [recorder], same_socket=attribution.same_socket)
+    return pipeline, counting, attribution, blocking, recorder
 
 
 def ask(
@@ -99,7 +139,7 @@ def test_a_repeat_is_answered_with_its_own_id_and_counted_once_flushed() -> None
     assert len({r[2:] for r in responses if r}) == 1
     # parsed once, replayed through the per-client stages once, then only counted
     assert counting.runs == 2
-    assert attribution.lookups == 1
+    assert attribution.lookups == 2  # a lookup that cannot name sockets keeps nothing
     assert recorder.total("o1.ingest.sentry.io") == 2
     assert pipeline.stats.queries == 2
     pipeline.flush_repeats(now=start + 0.1)
@@ -119,20 +159,39 @@ def test_another_client_port_runs_the_per_client_stages_again() -> None:
     assert counting.runs == 2
     ask(pipeline, wire, 7, now=1.0, client=OTHER_PORT)
     assert counting.runs == 3
-    assert attribution.lookups == 2
+    assert attribution.lookups == 3
 
 
-def test_a_repeat_lasts_only_as_long_as_the_attribution_holds() -> None:
-    pipeline, counting, attribution, _, recorder = build(reuse_s=1.0)
+def test_a_repeat_holds_only_while_the_same_socket_asks() -> None:
+    sockets = PortSockets()
+    pipeline, counting, _, _, recorder = build(lookup=sockets)
+    processes: list[ProcessInfo | None] = []
+    pipeline.observers.append(lambda query, count: processes.append(query.process))
     wire = make_wire("sentry.io")
-    for query_id, now in enumerate([5.0, 5.1, 5.2, 5.9, 6.01, 6.02, 6.5]):
-        ask(pipeline, wire, query_id, now)
-    # 5.0 parsed, 5.1 replayed, 5.2 and 5.9 repeats; at 6.01 the socket's process is looked up
-    # again, and 6.02 and 6.5 repeat that
-    assert attribution.lookups == 2
-    assert counting.runs == 3
+    sockets.held[CLIENT[1]] = (9001, 100)
+    for query_id in range(4):
+        ask(pipeline, wire, query_id, now=5.0)
+    assert (counting.runs, sockets.finds) == (2, 1)  # parsed, replayed, then two repeats
+    # the program exits; within the same millisecond another one gets its port
+    sockets.held[CLIENT[1]] = (9002, 200)
+    for query_id in range(4, 8):
+        ask(pipeline, wire, query_id, now=5.001)
+    assert (counting.runs, sockets.finds) == (3, 2)  # looked up again, then repeats of that
     pipeline.flush_repeats(now=math.inf)
-    assert recorder.total("sentry.io") == 7
+    assert [p.pid if p else None for p in processes] == [100, 100, 200, 100, 200]
+    assert recorder.total("sentry.io") == 8
+
+
+def test_a_repeat_from_a_socket_that_is_gone_is_not_served_from_the_memo() -> None:
+    sockets = PortSockets()
+    pipeline, counting, _, _, _ = build(lookup=sockets)
+    wire = make_wire("sentry.io")
+    sockets.held[CLIENT[1]] = (9001, 100)
+    for query_id in range(3):
+        ask(pipeline, wire, query_id, now=5.0)
+    del sockets.held[CLIENT[1]]
+    ask(pipeline, wire, 3, now=5.0)
+    assert counting.runs == 3
 
 
 def test_forget_ends_repeats_at_once_and_keeps_their_counts() -> None:

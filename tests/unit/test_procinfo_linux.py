@@ -18,9 +18,10 @@ import pytest
 if not sys.platform.startswith("linux"):
     pytest.skip("Linux attribution", allow_module_level=True)
 
+from aidns.resolver.procinfo.common import SocketOwner
 from aidns.resolver.procinfo.linux import FallbackSockets, LinuxProcessLookup
 from aidns.resolver.procinfo.netlink import NetlinkSockets
-from aidns.resolver.procinfo.sockets import ProcNetSockets, SocketOwner
+from aidns.resolver.procinfo.sockets import ProcNetSockets
 from aidns.resolver.query import Transport
 
 from .helpers import FakeProc
