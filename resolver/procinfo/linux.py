@@ -16,7 +16,7 @@ from aidns.resolver.procinfo.common import (
     user_name,
 )
 from aidns.resolver.procinfo.netlink import NetlinkSockets
-from aidns.resolver.procinfo.pids import PidFinder
+from aidns.resolver.procinfo.pids import PidFinder, read_head
 from aidns.resolver.procinfo.sockets import ProcNetSockets, SocketTable
 from aidns.resolver.query import ProcessInfo, Transport
 
@@ -150,8 +150,7 @@ class LinuxProcessLookup:
         """Name, executable and command line of `pid`, as far as it still exists."""
         base = f"{self._proc_root}/{pid}"
         try:
-            with open(f"{base}/stat", "rb") as stat:
-                head = stat.read(1024)
+            head = read_head(f"{base}/stat")
             name_bytes = head[head.index(b"(") + 1 : head.rindex(b")")]
             started = head[head.rindex(b")") + 2 :].split()[19]
         except (OSError, ValueError, IndexError):

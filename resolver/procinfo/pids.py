@@ -159,8 +159,7 @@ class PidFinder:
         key = self._started.get(pid)
         if key is None:
             try:
-                with open(f"{self._proc}/{pid}/stat", "rb") as stat:
-                    ticks = int(stat.read().rpartition(b")")[2].split()[19])
+                ticks = int(read_head(f"{self._proc}/{pid}/stat").rpartition(b")")[2].split()[19])
             except (OSError, ValueError, IndexError):
                 ticks = 0
             key = self._started[pid] = (ticks, pid)
@@ -239,6 +238,15 @@ class PidFinder:
             os.close(fd_dir)
 
 
+def read_head(path: str, size: int = 1024) -> bytes:
+    """The first `size` bytes of a small /proc file, without a buffered file object."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
 def _read_int(path: str) -> int | None:
     try:
         with open(path, "rb") as file:
@@ -250,8 +258,7 @@ def _read_int(path: str) -> int | None:
 def _read_last_pid(proc: str) -> int | None:
     """The last pid (or thread id) handed out in our pid namespace: /proc/loadavg's 5th field."""
     try:
-        with open(f"{proc}/loadavg", "rb") as loadavg:
-            return int(loadavg.read().split()[4])
+        return int(read_head(f"{proc}/loadavg").split()[4])
     except (OSError, ValueError, IndexError):
         return None
 
