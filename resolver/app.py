@@ -110,6 +110,7 @@ class Resolver:
             observers=observers,
             faults=self.faults,
             same_socket=self.attribution.same_socket,
+            settle=self.attribution.settle,
         )
         self.stats = self.pipeline.stats
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp)
@@ -291,6 +292,7 @@ class Resolver:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.server.stop()
             self.pipeline.flush_repeats(now=math.inf)
+            await asyncio.to_thread(self.attribution.later.stop)
             await self.forwarding.aclose()
             await self.pool.aclose()
             await asyncio.to_thread(self.query_log.stop)

@@ -45,6 +45,10 @@ class FinalStage(Protocol):
 Observer = Callable[[Query, int], None]
 """Told of each finished query, with how many identical ones it stands for."""
 
+Settle = Callable[[Query, Observer], bool]
+"""Takes a query whose process is still being searched for (`query.process_pending`), and
+tells `report(query, 1)` once the search ends; False when it could not take it."""
+
 SameSocket = Callable[[tuple[Any, ...], tuple[Any, ...], tuple[int, int]], bool]
 """True while the UDP client (server, client) still holds the socket (inode, cookie)."""
 
@@ -109,6 +113,8 @@ class Pipeline:
     packet from it is only answered and counted; `flush_repeats` reports the counts. When the
     stages said which socket asked (`query.client_socket`), that holds only while
     `same_socket` says the client's address and port still belong to that very socket.
+    A query answered while its process is still being searched for is handed to `settle`,
+    which tells the observers once the search ends.
     """
 
     def __init__(
@@ -118,12 +124,14 @@ class Pipeline:
         observers: Sequence[Observer] = (),
         faults: Faults | None = None,
         same_socket: SameSocket | None = None,
+        settle: Settle | None = None,
     ):
         self.stages = tuple(stages)
         self.per_client_stages = tuple(stage for stage in stages if stage.per_client)
         self.final = final
         self.observers = list(observers)
         self.same_socket = same_socket
+        self.settle = settle
         self.stats = Stats()
         self.faults = faults or Faults()
         self._memo: dict[bytes, _Memo] = {}
@@ -239,7 +247,14 @@ class Pipeline:
         return query.response
 
     def finish(self, query: Query) -> None:
+        """The query is answered: the observers are told now, or once its process is found
+        (`settle`, within a bounded time after the answer)."""
         query.answered_at = time.monotonic()
+        if query.process_pending:
+            query.process_pending = False
+            settle = self.settle
+            if settle is not None and settle(query, self._report):
+                return
         self._report(query, 1)
 
     def _report(self, query: Query, count: int) -> None:

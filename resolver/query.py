@@ -96,6 +96,7 @@ class Query:
         "decision",
         "edns_flags",
         "process",
+        "process_pending",
         "qclass",
         "qname",
         "qtype",
@@ -124,6 +125,7 @@ class Query:
         self.transport = transport
         self.received_at = received_at
         self.process: ProcessInfo | None = None
+        self.process_pending = False  # attribution goes on after the answer: see Pipeline
         self.decision: Decision | None = None
         self.response: bytes | None = None
         self.upstream: str | None = None
@@ -151,6 +153,7 @@ class Query:
         query.transport = transport
         query.received_at = received_at
         query.process = None
+        query.process_pending = False
         query.decision = self.decision
         query.response = None
         query.upstream = None

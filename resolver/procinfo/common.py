@@ -61,6 +61,18 @@ class ProcessLookup(Protocol):
         when the budget ran out first; None when not even the socket could be found."""
         ...
 
+    def find_later(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        owner: SocketOwner,
+        budget_s: float,
+    ) -> ProcessInfo | None:
+        """Goes on with a search for `owner` that ran out of budget, off the serving thread and
+        never making it wait; None when not found within `budget_s`."""
+        ...
+
 
 class NullProcessLookup:
     """For platforms where we cannot see sockets: every query's process is unknown."""
@@ -83,6 +95,16 @@ class NullProcessLookup:
         client: tuple[str, int],
         budget_s: float = DEFAULT_BUDGET_S,
         owner: SocketOwner | None = None,
+    ) -> ProcessInfo | None:
+        return None
+
+    def find_later(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        owner: SocketOwner,
+        budget_s: float,
     ) -> ProcessInfo | None:
         return None
 

@@ -24,6 +24,7 @@ CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2
 CAP_SYS_PTRACE = 19
 DESCRIBED_PROCESSES = 1024
+LATER_SLICE_S = 0.005  # find_later checks the socket is still there this often
 NEEDS_PRIVILEGE = "visible only to root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
 
 
@@ -89,6 +90,10 @@ class LinuxProcessLookup:
         self.sockets = sockets if sockets is not None else FallbackSockets(proc_root, use_netlink)
         self.pids = PidFinder(proc_root)
         self._lock = threading.Lock()
+        # find_later's own socket table and /proc view, made on first use: `find` never waits
+        self._later: tuple[SocketTable, PidFinder] | None = None
+        self._later_lock = threading.Lock()
+        self._use_netlink = use_netlink
         self._euid = os.geteuid()
         self.sees_all = _may_read_all_processes(proc_root)
         self._described: dict[tuple[int, bytes, bytes], tuple[str | None, str | None]] = {}
@@ -145,6 +150,39 @@ class LinuxProcessLookup:
                 note = "no visible process holds the socket (closed, or another pid namespace)"
             return ProcessInfo(None, None, uid=owner.uid, user=user, note=note)
         return self.describe(search.pid, owner.uid, user)
+
+    def find_later(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        owner: SocketOwner,
+        budget_s: float,
+    ) -> ProcessInfo | None:
+        """The search goes on with a /proc view of its own, so that `find` never waits for it,
+        in slices of LATER_SLICE_S; it ends as soon as the client's socket is gone."""
+        deadline = time.monotonic() + budget_s
+        scanned: set[int] = set()
+        with self._later_lock:
+            if self._later is None:
+                table: SocketTable = FallbackSockets(self._proc_root, self._use_netlink)
+                self._later = table, PidFinder(self._proc_root)
+            sockets, pids = self._later
+            while time.monotonic() < deadline:
+                try:
+                    now = sockets.owner(transport, server, client, time.monotonic())
+                except OSError:
+                    return None
+                if now is None or now.identity != owner.identity:
+                    return None  # closed: the program has its answer and is gone
+                slice_end = min(deadline, time.monotonic() + LATER_SLICE_S)
+                search = pids.find(owner.inode, owner.uid, slice_end, scanned)
+                if search.pid is not None:
+                    return self.describe(search.pid, owner.uid, user_name(owner.uid))
+                if not search.out_of_time:
+                    return None
+                scanned.update(pids.scanned)
+        return None
 
     def describe(self, pid: int, uid: int | None = None, user: str | None = None) -> ProcessInfo:
         """Name, executable and command line of `pid`, as far as it still exists."""

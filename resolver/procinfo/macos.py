@@ -76,6 +76,16 @@ class MacProcessLookup:
     ) -> SocketOwner | None:
         return None
 
+    def find_later(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        owner: SocketOwner,
+        budget_s: float,
+    ) -> ProcessInfo | None:
+        return None  # never asked: no socket is ever named here
+
     def find(
         self,
         transport: Transport,
