@@ -5,13 +5,16 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import pytest
 
+from aidns.resolver.pipeline import Pipeline
 from aidns.resolver.procinfo.common import DEFAULT_BUDGET_S, SOCKET_FALLBACK_S, SocketOwner
-from aidns.resolver.query import ProcessInfo, Query, Transport
+from aidns.resolver.query import Action, Decision, ProcessInfo, Query, Transport
 from aidns.resolver.stages.attribution import (
     LOOKUP_CREDIT_S,
     LOOKUP_SHARE,
@@ -189,3 +192,105 @@ def test_a_program_that_takes_over_a_port_is_never_blamed_for_the_last_ones_quer
     assert again.process is not None and again.process.pid == second.pid
     assert again.client_socket != asked.client_socket
     assert not stage.same_socket(server.getsockname(), asked.client, asked.client_socket or (0, 0))
+
+
+# --- a search that runs out of budget goes on after the answer --------------------------------
+
+
+class LateLookup(SlowLookup):
+    """Never finds a process within the budget; finds it afterwards once `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.later_calls = 0
+
+    def find(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        budget_s: float = DEFAULT_BUDGET_S,
+        owner: SocketOwner | None = None,
+    ) -> ProcessInfo | None:
+        note = f"process not found within {budget_s * 1000:g} ms"
+        return ProcessInfo(None, None, uid=0, note=note)
+
+    def find_later(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        owner: SocketOwner,
+        budget_s: float,
+    ) -> ProcessInfo | None:
+        self.later_calls += 1
+        self.release.wait(5)
+        return ProcessInfo(self._held(client[1])[1], "late")
+
+
+def test_the_log_hears_of_a_query_once_its_late_search_ends_and_the_answer_never_waits() -> None:
+    lookup = LateLookup()
+    stage = AttributionStage(lookup)
+    told: list[tuple[ProcessInfo | None, int]] = []
+    observers = [lambda q, n: told.append((q.process, n))]
+    pipeline = Pipeline([stage, BlocksEverything()], NeverForwards(), observers)
+    pipeline.settle = stage.settle
+    blocked = pipeline_query(20000)
+    assert pipeline.answer_now(blocked) is not None  # answered while the search goes on
+    assert told == []
+    again = pipeline_query(20000)  # the same socket asks again: it joins that search
+    assert pipeline.answer_now(again) is not None
+    lookup.release.set()
+    deadline = time.monotonic() + 5
+    while len(told) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stage.later.stop()
+    assert [(p.pid if p else None, n) for p, n in told] == [(1234, 1), (1234, 1)]
+    assert lookup.later_calls == 1 and stage.later.found == 1
+    third = pipeline_query(20000)
+    stage.answer(third)  # kept for that socket now
+    assert third.process is not None and third.process.pid == 1234 and not third.process_pending
+
+
+def test_a_late_search_that_finds_nothing_says_so_and_still_reports() -> None:
+    class Gone(LateLookup):
+        def find_later(self, *args: Any, **options: Any) -> ProcessInfo | None:
+            return None
+
+    stage = AttributionStage(Gone())
+    told: list[ProcessInfo | None] = []
+    observers = [lambda q, n: told.append(q.process)]
+    pipeline = Pipeline([stage, BlocksEverything()], NeverForwards(), observers)
+    pipeline.settle = stage.settle
+    pipeline.answer_now(pipeline_query(20001))
+    deadline = time.monotonic() + 5
+    while not told and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stage.later.stop()
+    (process,) = told
+    assert process is not None and process.pid is None and process.uid == 0
+    assert process.note == "process not found within 2 ms, nor in the 50 ms after"
+
+
+class BlocksEverything:
+    name: ClassVar[str] = "blocks"
+    per_client: ClassVar[bool] = False
+
+    def answer(self, query: Query) -> bool:
+        query.decision = Decision(Action.BLOCKED)
+        query.response = b"\x00\x00answer"
+        return True
+
+
+class NeverForwards:
+    name: ClassVar[str] = "never"
+
+    async def resolve(self, query: Query) -> None:
+        raise AssertionError("every query is answered at once here")
+
+
+def pipeline_query(port: int) -> Query:
+    query = query_from(port, time.monotonic())
+    query.server = ("127.0.0.1", 53)
+    return query
