@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
 from aidns.resolver.faults import Faults
-from aidns.resolver.query import Action, Decision, Query, Rcode, Transport
+from aidns.resolver.query import Action, Decision, ProcessInfo, Query, Rcode, Transport
 from aidns.resolver.replies import reply
 
 
@@ -111,8 +111,11 @@ class Pipeline:
     identical packet skips parsing and matching: only the per-client stages run again. When
     those said their verdict holds for that client socket a while longer, a third identical
     packet from it is only answered and counted; `flush_repeats` reports the counts. When the
-    stages said which socket asked (`query.client_socket`), that holds only while
-    `same_socket` says the client's address and port still belong to that very socket.
+    stages said which socket asked (`query.client_socket`), the counts are reported as that
+    socket's only when `same_socket` says, at the flush, that the client's address and port
+    still belong to it; otherwise as from an unknown process, and the repeat ends. (The
+    answer itself is the same for every socket at that address unless process rules are in
+    effect, and then the process rules stage allows no repeats.)
     A query answered while its process is still being searched for is handed to `settle`,
     which tells the observers once the search ends.
     """
@@ -176,7 +179,7 @@ class Pipeline:
         repeats = memo.repeats
         if repeats is not None:
             repeat = repeats.get(client)
-            if repeat is not None and repeat.until > now and self._same_socket(repeat, server):
+            if repeat is not None and repeat.until > now:
                 repeat.count += 1
                 return raw[:2] + repeat.response_after_id
         query = memo.query.replay(raw, client, Transport.UDP, now, server)
@@ -191,11 +194,15 @@ class Pipeline:
             self._add_repeat(memo, client, query)
         return query.response
 
-    def _same_socket(self, repeat: _Repeat, server: tuple[Any, ...]) -> bool:
+    def _confirmed(self, repeat: _Repeat) -> bool:
+        """True when the repeat's client address and port still belong to the socket that
+        asked first: every packet received before now came from it, since no two sockets
+        hold one address and port at once."""
         if repeat.socket is None:
             return True
         check = self.same_socket
-        return check is not None and check(server, repeat.query.client, repeat.socket)
+        query = repeat.query
+        return check is not None and check(query.server, query.client, repeat.socket)
 
     def _add_repeat(self, memo: _Memo, client: tuple[Any, ...], query: Query) -> None:
         response = query.response
@@ -215,9 +222,13 @@ class Pipeline:
             repeats, self._repeats = self._repeats, []
         kept = []
         for repeat in repeats:
-            count = repeat.count
+            count = repeat.count  # read before the check: these were received before it
             if count > repeat.reported:
-                self._report(repeat.query, count - repeat.reported)
+                query = repeat.query
+                if not self._confirmed(repeat):
+                    query = _unconfirmed(query)
+                    repeat.until = min(repeat.until, now)  # its port's next packet asks anew
+                self._report(query, count - repeat.reported)
                 repeat.reported = count
             if repeat.until + REPEAT_GRACE_S > now:
                 kept.append(repeat)
@@ -267,6 +278,19 @@ class Pipeline:
                 observer(query, count)
             except Exception as exc:
                 self.faults.unexpected(f"telling {type(observer).__name__} of a query", exc)
+
+
+UNCONFIRMED = ProcessInfo(None, None, note="its socket closed before its repeats were checked")
+
+
+def _unconfirmed(query: Query) -> Query:
+    """A copy of a repeated query whose socket has gone: who sent the repeats is not known."""
+    copy = query.replay(query.raw, query.client, query.transport, query.received_at, query.server)
+    copy.response = query.response
+    copy.upstream = query.upstream
+    copy.answered_at = query.answered_at
+    copy.process = UNCONFIRMED
+    return copy
 
 
 def default_stages(

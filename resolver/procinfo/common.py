@@ -49,6 +49,17 @@ class ProcessLookup(Protocol):
         when it is gone, or this platform has no socket table to ask."""
         ...
 
+    def holds(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        identity: tuple[int, int],
+    ) -> bool:
+        """True while the client's address and port belong to the socket `identity` (inode,
+        cookie): the cheapest check there is, for every repeated query."""
+        ...
+
     def find(
         self,
         transport: Transport,
@@ -87,6 +98,15 @@ class NullProcessLookup:
         fallback_s: float = SOCKET_FALLBACK_S,
     ) -> SocketOwner | None:
         return None
+
+    def holds(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        identity: tuple[int, int],
+    ) -> bool:
+        return False
 
     def find(
         self,

@@ -70,6 +70,10 @@ def _may_read_all_processes(proc_root: Path) -> bool:
     return os.geteuid() == 0
 
 
+class _NoNetlink(threading.local):
+    """holds() without netlink here: it asks the socket table through client_socket."""
+
+
 class LinuxProcessLookup:
     """ProcessLookup for Linux: socket table first (uid, inode), then /proc for the pid.
 
@@ -94,6 +98,7 @@ class LinuxProcessLookup:
         self._later: tuple[SocketTable, PidFinder] | None = None
         self._later_lock = threading.Lock()
         self._use_netlink = use_netlink
+        self._checkers: threading.local = threading.local()  # holds()'s netlink, per thread
         self._euid = os.geteuid()
         self.sees_all = _may_read_all_processes(proc_root)
         self._described: dict[tuple[int, bytes, bytes], tuple[str | None, str | None]] = {}
@@ -114,6 +119,33 @@ class LinuxProcessLookup:
             return None
         finally:
             self._lock.release()
+
+    def holds(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        identity: tuple[int, int],
+    ) -> bool:
+        """True while the client's address and port belong to the socket (inode, cookie)
+        `identity`. Each thread asks through a netlink socket of its own, without a lock."""
+        checker = getattr(self._checkers, "netlink", None)
+        if checker is None:
+            if not self._use_netlink or isinstance(self._checkers, _NoNetlink):
+                owner = self.client_socket(transport, server, client, fallback_s=0.0)
+                return owner is not None and owner.identity == identity
+            try:
+                checker = self._checkers.netlink = NetlinkSockets()
+            except OSError:
+                self._checkers = _NoNetlink()
+                return False
+            if transport not in checker.protocols:
+                self._checkers = _NoNetlink()
+                return False
+        try:
+            return checker.holds(transport, server, client, identity)
+        except OSError:
+            return False
 
     def find(
         self,

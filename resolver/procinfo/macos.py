@@ -76,6 +76,15 @@ class MacProcessLookup:
     ) -> SocketOwner | None:
         return None
 
+    def holds(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        identity: tuple[int, int],
+    ) -> bool:
+        return False
+
     def find_later(
         self,
         transport: Transport,

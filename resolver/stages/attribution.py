@@ -154,10 +154,9 @@ class AttributionStage:
         """True while the UDP client at `client` still holds `socket` (inode, cookie): the
         pipeline's check before it answers a repeated question without the stages."""
         try:
-            owner = self.lookup.client_socket(Transport.UDP, server, client, fallback_s=0.0)
+            return self.lookup.holds(Transport.UDP, server, client, socket)
         except Exception:
             return False
-        return owner is not None and owner.identity == socket
 
     def _client_socket(self, query: Query) -> SocketOwner | None:
         try:

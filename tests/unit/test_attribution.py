@@ -49,6 +49,16 @@ class SlowLookup:
     ) -> SocketOwner | None:
         return SocketOwner(0, self._held(client[1])[0])
 
+    def holds(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        identity: tuple[int, int],
+    ) -> bool:
+        owner = self.client_socket(transport, server, client)
+        return owner is not None and owner.identity == identity
+
     def find(
         self,
         transport: Transport,
@@ -188,6 +198,8 @@ def test_a_program_that_takes_over_a_port_is_never_blamed_for_the_last_ones_quer
     second, again = ask_from_a_new_program(server, port)  # the same address and port at once
     assert again.client == asked.client
     stage.answer(again)
+    assert again.client_socket is not None
+    assert stage.same_socket(server.getsockname(), again.client, again.client_socket)
     done(second)
     assert again.process is not None and again.process.pid == second.pid
     assert again.client_socket != asked.client_socket

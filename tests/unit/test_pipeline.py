@@ -80,6 +80,16 @@ class PortSockets:
         held = self.held.get(client[1])
         return None if held is None else SocketOwner(1000, held[0], cookie=held[0] * 7)
 
+    def holds(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        identity: tuple[int, int],
+    ) -> bool:
+        owner = self.client_socket(transport, server, client)
+        return owner is not None and owner.identity == identity
+
     def find(
         self,
         transport: Transport,
@@ -162,36 +172,31 @@ def test_another_client_port_runs_the_per_client_stages_again() -> None:
     assert attribution.lookups == 3
 
 
-def test_a_repeat_holds_only_while_the_same_socket_asks() -> None:
+def test_repeats_are_logged_as_their_sockets_only_while_it_holds_the_port() -> None:
     sockets = PortSockets()
-    pipeline, counting, _, _, recorder = build(lookup=sockets)
-    processes: list[ProcessInfo | None] = []
-    pipeline.observers.append(lambda query, count: processes.append(query.process))
+    pipeline, counting, _, _, _ = build(lookup=sockets)
+    told: list[tuple[int | None, int]] = []
+    pipeline.observers.append(lambda q, n: told.append((q.process.pid if q.process else -1, n)))
     wire = make_wire("sentry.io")
     sockets.held[CLIENT[1]] = (9001, 100)
     for query_id in range(4):
         ask(pipeline, wire, query_id, now=5.0)
     assert (counting.runs, sockets.finds) == (2, 1)  # parsed, replayed, then two repeats
-    # the program exits; within the same millisecond another one gets its port
+    pipeline.flush_repeats(now=5.0)  # still its socket: the repeats are its own
+    assert told == [(100, 1), (100, 1), (100, 2)]
+    ask(pipeline, wire, 4, now=5.0005)
+    # the program exits; within the same millisecond another one gets its port and asks too
     sockets.held[CLIENT[1]] = (9002, 200)
-    for query_id in range(4, 8):
+    for query_id in range(5, 8):
         ask(pipeline, wire, query_id, now=5.001)
-    assert (counting.runs, sockets.finds) == (3, 2)  # looked up again, then repeats of that
+    pipeline.flush_repeats(now=5.002)  # who sent which of those four is not known: nobody
+    assert told[3:] == [(None, 4)]
+    for query_id in range(8, 11):  # the repeat ended: the port's next packet is looked up
+        ask(pipeline, wire, query_id, now=5.003)
+    assert (counting.runs, sockets.finds) == (3, 2)
     pipeline.flush_repeats(now=math.inf)
-    assert [p.pid if p else None for p in processes] == [100, 100, 200, 100, 200]
-    assert recorder.total("sentry.io") == 8
-
-
-def test_a_repeat_from_a_socket_that_is_gone_is_not_served_from_the_memo() -> None:
-    sockets = PortSockets()
-    pipeline, counting, _, _, _ = build(lookup=sockets)
-    wire = make_wire("sentry.io")
-    sockets.held[CLIENT[1]] = (9001, 100)
-    for query_id in range(3):
-        ask(pipeline, wire, query_id, now=5.0)
-    del sockets.held[CLIENT[1]]
-    ask(pipeline, wire, 3, now=5.0)
-    assert counting.runs == 3
+    assert told[4:] == [(200, 1), (200, 2)]
+    assert sum(n for _, n in told) == 11
 
 
 def test_forget_ends_repeats_at_once_and_keeps_their_counts() -> None:
