@@ -217,6 +217,7 @@ class Resolver:
             },
             "tcp": self.server.tcp_clients.status(),
             "query_log": self.query_log.counts(),
+            "attribution": self.attribution.counts(),
             "cache": {
                 "entries": len(self.cache),
                 "stale_answers": self.cache.stale_hits,

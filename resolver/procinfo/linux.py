@@ -101,7 +101,7 @@ class LinuxProcessLookup:
         self._checkers: threading.local = threading.local()  # holds()'s netlink, per thread
         self._euid = os.geteuid()
         self.sees_all = _may_read_all_processes(proc_root)
-        self._described: dict[tuple[int, bytes, bytes], tuple[str | None, str | None]] = {}
+        self._described: dict[tuple[int, bytes, bytes], tuple[str, str | None, str | None]] = {}
 
     def client_socket(
         self,
@@ -232,10 +232,10 @@ class LinuxProcessLookup:
             if info.name is not None:
                 if len(self._described) >= DESCRIBED_PROCESSES:
                     self._described.clear()
-                self._described[key] = (info.exe, info.cmdline)
+                self._described[key] = (info.name, info.exe, info.cmdline)
             return info
-        name = name_bytes.decode("utf-8", "replace") or None
-        return ProcessInfo(pid, name, exe=known[0], cmdline=known[1], uid=uid, user=user)
+        name, exe, cmdline = known
+        return ProcessInfo(pid, name, exe=exe, cmdline=cmdline, uid=uid, user=user)
 
     def _read(self, base: str, pid: int, uid: int | None, user: str | None) -> ProcessInfo:
         name = exe = cmdline = None

@@ -186,6 +186,18 @@ class AttributionStage:
             info = self.tools.tag(info)
         return info
 
+    def counts(self) -> dict[str, int]:
+        """For `status`: searches, and the queries answered before their process was known."""
+        later = self.later
+        return {
+            "searches": self.lookups,
+            "failures": self.failures,
+            "skipped_for_share": self.skipped,
+            "searched_after_answer": later.searched,
+            "found_after_answer": later.found,
+            "not_searched_after_answer": later.dropped,
+        }
+
     def forget(self) -> None:
         self._known.clear()
 
