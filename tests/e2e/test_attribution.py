@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from .conftest import aidns_command
 from .netns import run_in
 
@@ -120,13 +122,18 @@ for p in running:
     p.wait()
 """
 PROGRAMS = 400
-AT_ONCE = 20
 TOOLS = ("ollama", "lmstudio", "jan", "cursor")
-NAMED_SHARE = 0.8  # measured 0.89-0.96 at load 6-10 on a shared 2-core machine; the goal is 0.99
 
 
-def test_many_short_lived_programs_at_once_are_never_blamed_for_each_other(
-    resolver_netns_defaults: tuple[str, Path], tmp_path: Path
+@pytest.mark.parametrize(
+    ("at_once", "named_share"),
+    [
+        (20, 0.8),  # measured 0.89-0.96 at load 6-10 on a shared 2-core machine; the goal is 0.99
+        (1, 0.97),  # measured 0.995-0.998 here; the goal is 0.999
+    ],
+)
+def test_many_short_lived_programs_are_never_blamed_for_each_other(
+    resolver_netns_defaults: tuple[str, Path], tmp_path: Path, at_once: int, named_share: float
 ) -> None:
     name, data_dir = resolver_netns_defaults
     getent = shutil.which("getent")
@@ -137,7 +144,7 @@ def test_many_short_lived_programs_at_once_are_never_blamed_for_each_other(
         shutil.copy2(getent, bindir / tool)
     launched = run_in(
         name,
-        [sys.executable, "-c", LAUNCHER, str(bindir), str(PROGRAMS), str(AT_ONCE), ",".join(TOOLS)],
+        [sys.executable, "-c", LAUNCHER, str(bindir), str(PROGRAMS), str(at_once), ",".join(TOOLS)],
         timeout=300,
     )
     assert launched.returncode == 0, launched.stderr
@@ -166,6 +173,6 @@ def test_many_short_lived_programs_at_once_are_never_blamed_for_each_other(
     assert len({row["name"] for row in rows}) == PROGRAMS
     assert wrong == 0, blamed
     share = named / len(rows)
-    print(f"named {named} of {len(rows)} ({share:.1%}), none wrong, {unnamed} unnamed")
     notes = Counter(str(row.get("note")) for row in rows if not row.get("process"))
-    assert share >= NAMED_SHARE, notes
+    print(f"named {named} of {len(rows)} ({share:.1%}), none wrong; unnamed: {dict(notes)}")
+    assert share >= named_share, notes
