@@ -129,6 +129,11 @@ class NullProcessLookup:
         return None
 
 
+def out_of_time(budget_s: float) -> str:
+    """The note of a search that found the socket but not its process within `budget_s`."""
+    return f"process not found within {budget_s * 1000:g} ms"
+
+
 def trim_cmdline(raw: bytes, limit: int = CMDLINE_MAX_CHARS) -> str | None:
     """A NUL-separated argv as one line of at most `limit` characters."""
     text = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")

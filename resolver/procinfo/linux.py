@@ -12,6 +12,7 @@ from aidns.resolver.procinfo.common import (
     DEFAULT_BUDGET_S,
     SOCKET_FALLBACK_S,
     SocketOwner,
+    out_of_time,
     trim_cmdline,
     user_name,
 )
@@ -175,7 +176,7 @@ class LinuxProcessLookup:
             self._lock.release()
         if search.pid is None:
             if search.out_of_time:
-                note = f"process not found within {budget_s * 1000:g} ms"
+                note = out_of_time(budget_s)
             elif search.denied:
                 note = f"process not readable: {NEEDS_PRIVILEGE}"
             else:

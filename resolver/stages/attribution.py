@@ -29,7 +29,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from aidns.resolver.faults import Faults
-from aidns.resolver.procinfo.common import ProcessLookup, SocketOwner
+from aidns.resolver.procinfo.common import ProcessLookup, SocketOwner, out_of_time
 from aidns.resolver.procinfo.tools import KnownTools
 from aidns.resolver.query import ProcessInfo, Query, Transport
 
@@ -111,7 +111,7 @@ class AttributionStage:
 
     @property
     def _out_of_time(self) -> str:
-        return f"process not found within {self.budget_s * 1000:g} ms"
+        return out_of_time(self.budget_s)
 
     def _search_on(self, query: Query, owner: SocketOwner) -> None:
         if self.later.start(query, owner):

@@ -13,7 +13,12 @@ from typing import Any, ClassVar
 import pytest
 
 from aidns.resolver.pipeline import Pipeline
-from aidns.resolver.procinfo.common import DEFAULT_BUDGET_S, SOCKET_FALLBACK_S, SocketOwner
+from aidns.resolver.procinfo.common import (
+    DEFAULT_BUDGET_S,
+    SOCKET_FALLBACK_S,
+    SocketOwner,
+    out_of_time,
+)
 from aidns.resolver.query import Action, Decision, ProcessInfo, Query, Transport
 from aidns.resolver.stages.attribution import (
     LOOKUP_CREDIT_S,
@@ -225,8 +230,7 @@ class LateLookup(SlowLookup):
         budget_s: float = DEFAULT_BUDGET_S,
         owner: SocketOwner | None = None,
     ) -> ProcessInfo | None:
-        note = f"process not found within {budget_s * 1000:g} ms"
-        return ProcessInfo(None, None, uid=0, note=note)
+        return ProcessInfo(None, None, uid=0, note=out_of_time(budget_s))
 
     def find_later(
         self,
