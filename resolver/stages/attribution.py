@@ -12,7 +12,8 @@ Description:
     process unknown. When the budget ran out (or a lookup was skipped) but the socket is
     known, the search goes on after the answer, on a thread of its own, for at most
     LATER_BUDGET_S, while the program still holds its socket; the log is told of the query
-    once that search ends (see Pipeline.finish).
+    once that search ends (see Pipeline.finish): within LATER_WAIT_S + 2 * LATER_BUDGET_S
+    (0.2 s) of its arrival, since a socket that waited longer for its turn is not searched.
 Configuration:
     attribution (on/off), attribution_budget_ms.
 Example:
@@ -42,6 +43,7 @@ LOOKUP_SHARE = 0.25  # of the time, at most, spent finding processes
 LOOKUP_CREDIT_S = 0.05  # lookup time a burst may spend at once before the share applies
 SKIPPED = ProcessInfo(None, None, note="not looked up: too many new clients at once")
 LATER_BUDGET_S = 0.05  # a search goes on this long after the answer, at most
+LATER_WAIT_S = 0.1  # a socket waiting longer than this for its turn is not searched for
 LATER_PENDING = 64  # searches waiting to go on; beyond that, a query is logged as it is
 
 
@@ -292,7 +294,9 @@ class LaterSearches:
                     owner, queries = self._sockets.pop(identity)
                     self._current = identity, queries
                     stopping = self._stopping
-                info = None if stopping else self._search(queries[0], owner)
+                waited_s = time.monotonic() - queries[0].received_at
+                late = stopping or waited_s > LATER_WAIT_S  # its program has surely gone
+                info = None if late else self._search(queries[0], owner)
                 with self._lock:
                     self._current = None
                     queries = list(queries)
