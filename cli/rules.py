@@ -260,6 +260,9 @@ def status(
         tcp = describe_tcp(found.get("tcp", {}))
         if tcp:
             typer.echo(tcp)
+        attribution = describe_attribution(found.get("attribution", {}))
+        if attribution:
+            typer.echo(attribution)
         faults = found.get("faults", {})
         if faults:
             kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(faults.items()))
@@ -270,6 +273,19 @@ def status(
     for error in (found or {}).get("errors", []) if running else []:
         typer.echo(f"error: {error}")
     raise typer.Exit(0 if running else 1)
+
+
+def describe_attribution(counts: dict[str, int]) -> str | None:
+    """How often the process was searched for after the answer, or skipped; None when never."""
+    later = counts.get("searched_after_answer", 0)
+    skipped = counts.get("skipped_for_share", 0)
+    if not later and not skipped:
+        return None
+    return (
+        f"attribution: {counts.get('searches', 0)} searches; {skipped} new sockets not searched "
+        f"at once (too many at a time), {later} searched on after the answer, "
+        f"{counts.get('found_after_answer', 0)} of them found"
+    )
 
 
 def describe_tcp(tcp: dict[str, Any]) -> str | None:

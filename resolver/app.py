@@ -120,7 +120,14 @@ class Resolver:
                 self.recorder, settings.data_dir / DB_NAME, settings.query_log
             )
             observers.append(self.recorder)
-        self.pipeline = Pipeline(stages, final, observers=observers, faults=self.faults)
+        self.pipeline = Pipeline(
+            stages,
+            final,
+            observers=observers,
+            faults=self.faults,
+            same_socket=self.attribution.same_socket,
+            settle=self.attribution.settle,
+        )
         self.stats = self.pipeline.stats
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp)
         self.started_at = time.time()
@@ -265,6 +272,7 @@ class Resolver:
             "query_log": (
                 self.query_log.counts() if self.query_log else {"written": 0, "dropped": 0}
             ),
+            "attribution": self.attribution.counts(),
             "cache": {
                 "entries": len(self.cache),
                 "stale_answers": self.cache.stale_hits,
@@ -352,6 +360,7 @@ class Resolver:
                     timer.cancel()
             await self.server.stop()
             self.pipeline.flush_repeats(now=math.inf)
+            await asyncio.to_thread(self.attribution.later.stop)
             await self.forwarding.aclose()
             await self.pool.aclose()
             if self.query_log is not None:

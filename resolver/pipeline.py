@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
 from aidns.resolver.faults import Faults
-from aidns.resolver.query import Action, Decision, Query, Rcode, Transport
+from aidns.resolver.query import Action, Decision, ProcessInfo, Query, Rcode, Transport
 from aidns.resolver.replies import reply
 
 
@@ -44,6 +44,13 @@ class FinalStage(Protocol):
 
 Observer = Callable[[Query, int], None]
 """Told of each finished query, with how many identical ones it stands for."""
+
+Settle = Callable[[Query, Observer], bool]
+"""Takes a query whose process is still being searched for (`query.process_pending`), and
+tells `report(query, 1)` once the search ends; False when it could not take it."""
+
+SameSocket = Callable[[tuple[Any, ...], tuple[Any, ...], tuple[int, int]], bool]
+"""True while the UDP client (server, client) still holds the socket (inode, cookie)."""
 
 
 class Stats:
@@ -109,12 +116,13 @@ class _Repeat:
     Only the serving thread raises `count`; only `flush_repeats` moves `reported`.
     """
 
-    __slots__ = ("count", "query", "reported", "response_after_id", "until")
+    __slots__ = ("count", "query", "reported", "response_after_id", "socket", "until")
 
     def __init__(self, query: Query, response_after_id: bytes, until: float) -> None:
         self.query = query
         self.response_after_id = response_after_id
         self.until = until
+        self.socket = query.client_socket  # None when no stage said which socket asked
         self.count = 0
         self.reported = 0
 
@@ -125,7 +133,14 @@ class Pipeline:
     An answer that holds for a while is remembered by the query's bytes after the ID, so an
     identical packet skips parsing and matching: only the per-client stages run again. When
     those said their verdict holds for that client socket a while longer, a third identical
-    packet from it is only answered and counted; `flush_repeats` reports the counts.
+    packet from it is only answered and counted; `flush_repeats` reports the counts. When the
+    stages said which socket asked (`query.client_socket`), the counts are reported as that
+    socket's only when `same_socket` says, at the flush, that the client's address and port
+    still belong to it; otherwise as from an unknown process, and the repeat ends. (The
+    answer itself is the same for every socket at that address unless process rules are in
+    effect, and then the process rules stage allows no repeats.)
+    A query answered while its process is still being searched for is handed to `settle`,
+    which tells the observers once the search ends.
     """
 
     def __init__(
@@ -134,11 +149,15 @@ class Pipeline:
         final: FinalStage,
         observers: Sequence[Observer] = (),
         faults: Faults | None = None,
+        same_socket: SameSocket | None = None,
+        settle: Settle | None = None,
     ):
         self.stages = tuple(stages)
         self.per_client_stages = tuple(stage for stage in stages if stage.per_client)
         self.final = final
         self.observers = list(observers)
+        self.same_socket = same_socket
+        self.settle = settle
         self.stats = Stats()
         self.faults = faults or Faults()
         self._memo: dict[bytes, _Memo] = {}
@@ -200,6 +219,16 @@ class Pipeline:
             self._add_repeat(memo, client, query)
         return query.response
 
+    def _confirmed(self, repeat: _Repeat) -> bool:
+        """True when the repeat's client address and port still belong to the socket that
+        asked first: every packet received before now came from it, since no two sockets
+        hold one address and port at once."""
+        if repeat.socket is None:
+            return True
+        check = self.same_socket
+        query = repeat.query
+        return check is not None and check(query.server, query.client, repeat.socket)
+
     def _add_repeat(self, memo: _Memo, client: tuple[Any, ...], query: Query) -> None:
         response = query.response
         if response is None or len(self._repeats) >= REPEAT_ENTRIES:
@@ -223,9 +252,13 @@ class Pipeline:
             repeats, self._repeats = self._repeats, []
         kept = []
         for repeat in repeats:
-            count = repeat.count
+            count = repeat.count  # read before the check: these were received before it
             if count > repeat.reported:
-                self._report(repeat.query, count - repeat.reported)
+                query = repeat.query
+                if not self._confirmed(repeat):
+                    query = _unconfirmed(query)
+                    repeat.until = min(repeat.until, now)  # its port's next packet asks anew
+                self._report(query, count - repeat.reported)
                 repeat.reported = count
             if repeat.until + REPEAT_GRACE_S > now:
                 kept.append(repeat)
@@ -256,7 +289,14 @@ class Pipeline:
         return query.response
 
     def finish(self, query: Query) -> None:
+        """The query is answered: the observers are told now, or once its process is found
+        (`settle`, within a bounded time after the answer)."""
         query.answered_at = time.monotonic()
+        if query.process_pending:
+            query.process_pending = False
+            settle = self.settle
+            if settle is not None and settle(query, self._report):
+                return
         self._report(query, 1)
 
     def _report(self, query: Query, count: int) -> None:
@@ -271,6 +311,19 @@ class Pipeline:
                 observer(query, count)
             except Exception as exc:
                 self.faults.unexpected(f"telling {type(observer).__name__} of a query", exc)
+
+
+UNCONFIRMED = ProcessInfo(None, None, note="its socket closed before its repeats were checked")
+
+
+def _unconfirmed(query: Query) -> Query:
+    """A copy of a repeated query whose socket has gone: who sent the repeats is not known."""
+    copy = query.replay(query.raw, query.client, query.transport, query.received_at, query.server)
+    copy.response = query.response
+    copy.upstream = query.upstream
+    copy.answered_at = query.answered_at
+    copy.process = UNCONFIRMED
+    return copy
 
 
 def default_stages(

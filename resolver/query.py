@@ -92,9 +92,11 @@ class Query:
         "answered_at",
         "client",
         "client_reusable_until",
+        "client_socket",
         "decision",
         "edns_flags",
         "process",
+        "process_pending",
         "qclass",
         "qname",
         "qtype",
@@ -123,11 +125,13 @@ class Query:
         self.transport = transport
         self.received_at = received_at
         self.process: ProcessInfo | None = None
+        self.process_pending = False  # attribution goes on after the answer: see Pipeline
         self.decision: Decision | None = None
         self.response: bytes | None = None
         self.upstream: str | None = None
         self.reusable_until = 0.0
         self.client_reusable_until = 0.0
+        self.client_socket: tuple[int, int] | None = None  # set by attribution: which socket
         self.answered_at = 0.0
         self.qname, self.question_end = _read_question_name(raw)
         self.qtype, self.qclass = _TYPE_CLASS.unpack_from(raw, self.question_end - 4)
@@ -149,11 +153,13 @@ class Query:
         query.transport = transport
         query.received_at = received_at
         query.process = None
+        query.process_pending = False
         query.decision = self.decision
         query.response = None
         query.upstream = None
         query.reusable_until = 0.0
         query.client_reusable_until = 0.0
+        query.client_socket = None
         query.answered_at = 0.0
         query.qname = self.qname
         query.question_end = self.question_end

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from aidns.resolver.query import ProcessInfo, Transport
@@ -11,32 +12,126 @@ from aidns.resolver.query import ProcessInfo, Transport
 DEFAULT_BUDGET_S = 0.002
 CMDLINE_MAX_CHARS = 200
 CMDLINE_READ_BYTES = 4096
+SOCKET_FALLBACK_S = 0.0005  # a search of the socket table when the exact lookup found nothing
+
+
+@dataclass(frozen=True, slots=True)
+class SocketOwner:
+    """What the kernel's socket table says about a socket: whose it is, and its identity.
+
+    The inode and the cookie (unique since boot; 0 where the table does not give it) together
+    name one socket: another socket on the same address and port has others.
+    """
+
+    uid: int
+    inode: int
+    cookie: int = field(default=0, compare=False)
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return self.inode, self.cookie
 
 
 class ProcessLookup(Protocol):
+    """Finds the process behind a client's socket. Where `identifies_sockets`, `client_socket`
+    names the socket cheaply (about 5 µs on Linux), so what was found can be kept for it."""
+
+    identifies_sockets: bool
+
+    def client_socket(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        fallback_s: float = SOCKET_FALLBACK_S,
+    ) -> SocketOwner | None:
+        """The client's socket by its exact ends, else a search of at most `fallback_s`; None
+        when it is gone, or this platform has no socket table to ask."""
+        ...
+
+    def holds(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        identity: tuple[int, int],
+    ) -> bool:
+        """True while the client's address and port belong to the socket `identity` (inode,
+        cookie): the cheapest check there is, for every repeated query."""
+        ...
+
     def find(
         self,
         transport: Transport,
         server: tuple[str, int],
         client: tuple[str, int],
         budget_s: float = DEFAULT_BUDGET_S,
+        owner: SocketOwner | None = None,
     ) -> ProcessInfo | None:
-        """The process holding the client's socket; uid only when the budget ran out first;
-        None when not even the socket could be found."""
+        """The process holding the client's socket (`owner`, when already known); uid only
+        when the budget ran out first; None when not even the socket could be found."""
+        ...
+
+    def find_later(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        owner: SocketOwner,
+        budget_s: float,
+    ) -> ProcessInfo | None:
+        """Goes on with a search for `owner` that ran out of budget, off the serving thread and
+        never making it wait; None when not found within `budget_s`."""
         ...
 
 
 class NullProcessLookup:
     """For platforms where we cannot see sockets: every query's process is unknown."""
 
+    identifies_sockets = False
+
+    def client_socket(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        fallback_s: float = SOCKET_FALLBACK_S,
+    ) -> SocketOwner | None:
+        return None
+
+    def holds(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        identity: tuple[int, int],
+    ) -> bool:
+        return False
+
     def find(
         self,
         transport: Transport,
         server: tuple[str, int],
         client: tuple[str, int],
         budget_s: float = DEFAULT_BUDGET_S,
+        owner: SocketOwner | None = None,
     ) -> ProcessInfo | None:
         return None
+
+    def find_later(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        owner: SocketOwner,
+        budget_s: float,
+    ) -> ProcessInfo | None:
+        return None
+
+
+def out_of_time(budget_s: float) -> str:
+    """The note of a search that found the socket but not its process within `budget_s`."""
+    return f"process not found within {budget_s * 1000:g} ms"
 
 
 def trim_cmdline(raw: bytes, limit: int = CMDLINE_MAX_CHARS) -> str | None:

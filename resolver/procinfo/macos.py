@@ -10,7 +10,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from aidns.resolver.procinfo.common import DEFAULT_BUDGET_S, user_name
+from aidns.resolver.procinfo.common import (
+    DEFAULT_BUDGET_S,
+    SOCKET_FALLBACK_S,
+    SocketOwner,
+    user_name,
+)
 from aidns.resolver.procinfo.libproc import CLibProc, InetSocket, LibProc
 from aidns.resolver.procinfo.lsof import lsof_command, parse_lsof_fields, pick_lsof_socket
 from aidns.resolver.query import ProcessInfo, Transport
@@ -60,12 +65,43 @@ class MacProcessLookup:
         if libproc is not None:
             self._list(float("-inf"))
 
+    identifies_sockets = False  # no socket table: each query's socket is searched for anew
+
+    def client_socket(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        fallback_s: float = SOCKET_FALLBACK_S,
+    ) -> SocketOwner | None:
+        return None
+
+    def holds(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        identity: tuple[int, int],
+    ) -> bool:
+        return False
+
+    def find_later(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        owner: SocketOwner,
+        budget_s: float,
+    ) -> ProcessInfo | None:
+        return None  # never asked: no socket is ever named here
+
     def find(
         self,
         transport: Transport,
         server: tuple[str, int],
         client: tuple[str, int],
         budget_s: float = DEFAULT_BUDGET_S,
+        owner: SocketOwner | None = None,
     ) -> ProcessInfo | None:
         deadline = time.monotonic() + budget_s
         if self.libproc is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -72,7 +72,10 @@ class PidFinder:
         for pid in self._first_seen:
             self._start_key(pid)
 
-    def find(self, inode: int, uid: int | None, deadline: float) -> PidSearch:
+    def find(
+        self, inode: int, uid: int | None, deadline: float, skip: Iterable[int] = ()
+    ) -> PidSearch:
+        """`skip`: processes a search for this inode just read in full (see `scanned`)."""
         self.scanned = []
         target = f"socket:[{inode}]"
         known = self._sockets.get(inode)
@@ -83,7 +86,7 @@ class PidFinder:
                 if len(fds) > which and self._holds(pid, fds[which], target):
                     return self._found(pid, fds[which])
         denied = False
-        for pid in self._search_order(uid):
+        for pid in self._search_order(uid, set(skip)):
             found = self._scan(pid, target, deadline)
             if isinstance(found, str):
                 return self._found(pid, found)
@@ -92,7 +95,7 @@ class PidFinder:
             denied = denied or found is _Miss.DENIED
         return PidSearch(None, denied=denied)
 
-    def _search_order(self, uid: int | None) -> Iterator[int]:
+    def _search_order(self, uid: int | None, done: set[int]) -> Iterator[int]:
         now = self._clock()
         listed = not self._probe(now)
         if listed:
@@ -101,7 +104,6 @@ class PidFinder:
         fresh = self._fresh
         for pid in [p for p, seen in fresh.items() if seen < cutoff]:
             del fresh[pid]
-        done: set[int] = set()
         for pid in (*reversed(fresh), *reversed(self._recent)):
             if pid not in done and pid in self._first_seen:
                 done.add(pid)
@@ -159,8 +161,7 @@ class PidFinder:
         key = self._started.get(pid)
         if key is None:
             try:
-                with open(f"{self._proc}/{pid}/stat", "rb") as stat:
-                    ticks = int(stat.read().rpartition(b")")[2].split()[19])
+                ticks = int(read_head(f"{self._proc}/{pid}/stat").rpartition(b")")[2].split()[19])
             except (OSError, ValueError, IndexError):
                 ticks = 0
             key = self._started[pid] = (ticks, pid)
@@ -239,6 +240,15 @@ class PidFinder:
             os.close(fd_dir)
 
 
+def read_head(path: str, size: int = 1024) -> bytes:
+    """The first `size` bytes of a small /proc file, without a buffered file object."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
 def _read_int(path: str) -> int | None:
     try:
         with open(path, "rb") as file:
@@ -250,8 +260,7 @@ def _read_int(path: str) -> int | None:
 def _read_last_pid(proc: str) -> int | None:
     """The last pid (or thread id) handed out in our pid namespace: /proc/loadavg's 5th field."""
     try:
-        with open(f"{proc}/loadavg", "rb") as loadavg:
-            return int(loadavg.read().split()[4])
+        return int(read_head(f"{proc}/loadavg").split()[4])
     except (OSError, ValueError, IndexError):
         return None
 

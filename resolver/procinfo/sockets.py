@@ -8,18 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from aidns.resolver.procinfo.common import proc_net_address
+from aidns.resolver.procinfo.common import SocketOwner, proc_net_address
 from aidns.resolver.query import Transport
 
 _MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
-
-
-@dataclass(frozen=True, slots=True)
-class SocketOwner:
-    """What the kernel's socket table says about a socket: whose it is, and its inode."""
-
-    uid: int
-    inode: int
 
 
 class SocketTable(Protocol):
@@ -87,6 +79,7 @@ class SocketEntry:
     remote_port: int
     uid: int
     inode: int
+    cookie: int = 0
 
 
 def pick(entries: Iterator[SocketEntry], want: Candidate) -> SocketOwner | None:
@@ -99,9 +92,9 @@ def pick(entries: Iterator[SocketEntry], want: Candidate) -> SocketOwner | None:
         if entry.local_port != want.client_port or (local_ip != want.client_ip and any(local_ip)):
             continue
         if entry.remote_port == want.server_port:
-            return SocketOwner(entry.uid, entry.inode)
+            return SocketOwner(entry.uid, entry.inode, entry.cookie)
         if entry.remote_port == 0 and fallback is None:
-            fallback = SocketOwner(entry.uid, entry.inode)
+            fallback = SocketOwner(entry.uid, entry.inode, entry.cookie)
     return fallback
 
 

@@ -32,7 +32,11 @@ class ProcessRulesStage:
 
     def answer(self, query: Query) -> bool:
         rules = self.holder.rules
-        if not rules.process_rules or query.process is None or query.process.pid is None:
+        if not rules.process_rules:
+            return False
+        # the verdict depends on the process: no repeats, whose socket is checked only later
+        query.client_reusable_until = min(query.client_reusable_until, query.received_at)
+        if query.process is None or query.process.pid is None:
             return False
         rule = rules.process_rules.match(query.qname, query.process)
         if rule is None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,9 +180,9 @@ def aidns(tmp_path: Path, dnsmasq: Dnsmasq) -> Iterator[Aidns]:
 NETNS_UPSTREAM_PORT = 5300
 
 
-@pytest.fixture
-def resolver_netns(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """aidns on 127.0.0.1:53 and dnsmasq as its upstream, both inside a fresh namespace."""
+@contextmanager
+def resolver_in_netns(tmp_path: Path, config: str) -> Iterator[tuple[str, Path]]:
+    """aidns on 127.0.0.1:53 with `config`, and dnsmasq as its upstream, in a fresh namespace."""
     if not os.path.exists(DNSMASQ):
         pytest.skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
     with namespace("nameserver 127.0.0.1\noptions attempts:1 timeout:2\n") as name:
@@ -195,8 +196,7 @@ def resolver_netns(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             stderr=subprocess.DEVNULL,
         )
         data_dir = tmp_path / "data"
-        # a loaded CI machine is slow: these tests are about who asked, not how fast we find out
-        (tmp_path / "config.yaml").write_text("attribution_budget_ms: 50\n")
+        (tmp_path / "config.yaml").write_text(config)
         server = subprocess.Popen(
             in_netns(
                 name,
@@ -223,3 +223,18 @@ def resolver_netns(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             for process in (server, upstream):
                 process.terminate()
                 process.wait(10)
+
+
+@pytest.fixture
+def resolver_netns(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """aidns on 127.0.0.1:53 and dnsmasq as its upstream, both inside a fresh namespace."""
+    # a loaded CI machine is slow: these tests are about who asked, not how fast we find out
+    with resolver_in_netns(tmp_path, "attribution_budget_ms: 50\n") as made:
+        yield made
+
+
+@pytest.fixture
+def resolver_netns_defaults(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """As resolver_netns, with aidns's default config (the 2 ms attribution budget)."""
+    with resolver_in_netns(tmp_path, "") as made:
+        yield made

@@ -57,6 +57,5 @@ def in_netns(name: str, command: Sequence[str]) -> list[str]:
 def run_in(
     name: str, command: Sequence[str], **options: object
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        in_netns(name, command), capture_output=True, text=True, timeout=30, **options
-    )  # type: ignore[call-overload]
+    options.setdefault("timeout", 30)
+    return subprocess.run(in_netns(name, command), capture_output=True, text=True, **options)  # type: ignore[call-overload]

@@ -8,7 +8,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+
+import pytest
 
 from .conftest import aidns_command
 from .netns import run_in
@@ -132,3 +135,77 @@ def test_a_tool_catalogue_of_your_own_takes_effect_while_aidns_runs(
         assert time.monotonic() < deadline, f"the new catalogue did not take effect: {tools}"
         time.sleep(0.3)
     assert [row["tool"] for row in wait_for_rows(data_dir, "before.up.test", 1)] == [None]
+
+
+# Starts short-lived programs `parallel` at a time; each looks up a name of its own.
+LAUNCHER = r"""
+import subprocess, sys, time
+bindir, count, parallel, tools = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+tools = tools.split(",")
+running = []
+for i in range(count):
+    tool = tools[i % len(tools)]
+    while len(running) >= parallel:
+        running = [p for p in running if p.poll() is None]
+        if len(running) >= parallel:
+            time.sleep(0.001)
+    command = [f"{bindir}/{tool}", "ahosts", f"q{i}.{tool}.up.test"]
+    running.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+for p in running:
+    p.wait()
+"""
+PROGRAMS = 400
+TOOLS = ("ollama", "lmstudio", "jan", "cursor")
+
+
+@pytest.mark.parametrize(
+    ("at_once", "named_share"),
+    [
+        (20, 0.8),  # measured 0.89-0.96 at load 6-10 on a shared 2-core machine; the goal is 0.99
+        (1, 0.97),  # measured 0.995-0.998 here; the goal is 0.999
+    ],
+)
+def test_many_short_lived_programs_are_never_blamed_for_each_other(
+    resolver_netns_defaults: tuple[str, Path], tmp_path: Path, at_once: int, named_share: float
+) -> None:
+    name, data_dir = resolver_netns_defaults
+    getent = shutil.which("getent")
+    assert getent is not None
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in TOOLS:  # each copy runs under its own name, as renamed tools do
+        shutil.copy2(getent, bindir / tool)
+    launched = run_in(
+        name,
+        [sys.executable, "-c", LAUNCHER, str(bindir), str(PROGRAMS), str(at_once), ",".join(TOOLS)],
+        timeout=300,
+    )
+    assert launched.returncode == 0, launched.stderr
+
+    def logged() -> list[dict[str, object]]:
+        args = ("log", "--json", "--domain", "up.test", "--limit", "10000")
+        return aidns_json(*args, f"--data-dir={data_dir}")
+
+    deadline = time.monotonic() + 20
+    rows = logged()
+    while len({row["name"] for row in rows}) < PROGRAMS and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rows = logged()
+    named = wrong = unnamed = 0
+    blamed = []
+    for row in rows:
+        tool = str(row["name"]).split(".")[1]
+        process = row.get("process")
+        if process == tool:
+            named += 1
+        elif process:
+            wrong += 1
+            blamed.append((row["name"], process, row.get("pid")))
+        else:
+            unnamed += 1
+    assert len({row["name"] for row in rows}) == PROGRAMS
+    assert wrong == 0, blamed
+    share = named / len(rows)
+    notes = Counter(str(row.get("note")) for row in rows if not row.get("process"))
+    print(f"named {named} of {len(rows)} ({share:.1%}), none wrong; unnamed: {dict(notes)}")
+    assert share >= named_share, notes

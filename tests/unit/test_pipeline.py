@@ -9,8 +9,14 @@ from typing import Any, ClassVar
 from aidns.resolver.config import CacheConfig, Protections
 from aidns.resolver.endpoints import parse_upstream
 from aidns.resolver.pipeline import Pipeline, default_stages
-from aidns.resolver.procinfo.common import NullProcessLookup
-from aidns.resolver.query import Action, Query, Transport
+from aidns.resolver.procinfo.common import (
+    DEFAULT_BUDGET_S,
+    SOCKET_FALLBACK_S,
+    NullProcessLookup,
+    ProcessLookup,
+    SocketOwner,
+)
+from aidns.resolver.query import Action, ProcessInfo, Query, Transport
 from aidns.resolver.replies import BlockResponse
 from aidns.resolver.rules.active import ActiveRules, RuleHolder
 from aidns.resolver.rules.lists import DomainList, ListAction, Rule
@@ -56,15 +62,58 @@ class Recorder:
         return sum(count for seen_name, _, count, _ in self.seen if seen_name == name)
 
 
+class PortSockets:
+    """A socket table in miniature: which socket (inode) and process hold each client port."""
+
+    identifies_sockets = True
+
+    def __init__(self) -> None:
+        self.held: dict[int, tuple[int, int]] = {}  # port -> (inode, pid)
+        self.finds = 0
+
+    def client_socket(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        fallback_s: float = SOCKET_FALLBACK_S,
+    ) -> SocketOwner | None:
+        held = self.held.get(client[1])
+        return None if held is None else SocketOwner(1000, held[0], cookie=held[0] * 7)
+
+    def holds(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        identity: tuple[int, int],
+    ) -> bool:
+        owner = self.client_socket(transport, server, client)
+        return owner is not None and owner.identity == identity
+
+    def find(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        budget_s: float = DEFAULT_BUDGET_S,
+        owner: SocketOwner | None = None,
+    ) -> ProcessInfo | None:
+        self.finds += 1
+        inode, pid = self.held[client[1]]
+        assert owner is not None and owner.inode == inode
+        return ProcessInfo(pid, f"tool{pid}", uid=1000)
+
+
 def build(
-    blocked: str = "sentry.io", reuse_s: float = 1.0
+    blocked: str = "sentry.io", lookup: ProcessLookup | None = None
 ) -> tuple[Pipeline, CountingStage, AttributionStage, BlockingStage, Recorder]:
     rules = DomainList("test", ListAction.BLOCK, "test")
     rules.rules.append(Rule(blocked, ListAction.BLOCK, "test"))
     blocking = BlockingStage(
         RuleHolder(ActiveRules(DomainMatcher([rules]), ProcessRules(), BlockResponse()))
     )
-    attribution = AttributionStage(NullProcessLookup(), reuse_s=reuse_s)
+    attribution = AttributionStage(lookup or NullProcessLookup())
     counting = CountingStage()
     cache = AnswerCache(CacheConfig())
     pool = UpstreamPool([parse_upstream("127.0.0.1:9")], timeout_s=0.1)
@@ -78,7 +127,8 @@ def build(
         forwarding=ForwardingStage(pool, cache),
     )
     recorder = Recorder()
-    return Pipeline(stages, final, [recorder]), counting, attribution, blocking, recorder
+    pipeline = Pipeline(stages, final, [recorder], same_socket=attribution.same_socket)
+    return pipeline, counting, attribution, blocking, recorder
 
 
 def ask(
@@ -101,7 +151,7 @@ def test_a_repeat_is_answered_with_its_own_id_and_counted_once_flushed() -> None
     assert len({r[2:] for r in responses if r}) == 1
     # parsed once, replayed through the per-client stages once, then only counted
     assert counting.runs == 2
-    assert attribution.lookups == 1
+    assert attribution.lookups == 2  # a lookup that cannot name sockets keeps nothing
     assert recorder.total("o1.ingest.sentry.io") == 2
     assert pipeline.stats.queries == 2
     pipeline.flush_repeats(now=start + 0.1)
@@ -121,20 +171,34 @@ def test_another_client_port_runs_the_per_client_stages_again() -> None:
     assert counting.runs == 2
     ask(pipeline, wire, 7, now=1.0, client=OTHER_PORT)
     assert counting.runs == 3
-    assert attribution.lookups == 2
+    assert attribution.lookups == 3
 
 
-def test_a_repeat_lasts_only_as_long_as_the_attribution_holds() -> None:
-    pipeline, counting, attribution, _, recorder = build(reuse_s=1.0)
+def test_repeats_are_logged_as_their_sockets_only_while_it_holds_the_port() -> None:
+    sockets = PortSockets()
+    pipeline, counting, _, _, _ = build(lookup=sockets)
+    told: list[tuple[int | None, int]] = []
+    pipeline.observers.append(lambda q, n: told.append((q.process.pid if q.process else -1, n)))
     wire = make_wire("sentry.io")
-    for query_id, now in enumerate([5.0, 5.1, 5.2, 5.9, 6.01, 6.02, 6.5]):
-        ask(pipeline, wire, query_id, now)
-    # 5.0 parsed, 5.1 replayed, 5.2 and 5.9 repeats; at 6.01 the socket's process is looked up
-    # again, and 6.02 and 6.5 repeat that
-    assert attribution.lookups == 2
-    assert counting.runs == 3
+    sockets.held[CLIENT[1]] = (9001, 100)
+    for query_id in range(4):
+        ask(pipeline, wire, query_id, now=5.0)
+    assert (counting.runs, sockets.finds) == (2, 1)  # parsed, replayed, then two repeats
+    pipeline.flush_repeats(now=5.0)  # still its socket: the repeats are its own
+    assert told == [(100, 1), (100, 1), (100, 2)]
+    ask(pipeline, wire, 4, now=5.0005)
+    # the program exits; within the same millisecond another one gets its port and asks too
+    sockets.held[CLIENT[1]] = (9002, 200)
+    for query_id in range(5, 8):
+        ask(pipeline, wire, query_id, now=5.001)
+    pipeline.flush_repeats(now=5.002)  # who sent which of those four is not known: nobody
+    assert told[3:] == [(None, 4)]
+    for query_id in range(8, 11):  # the repeat ended: the port's next packet is looked up
+        ask(pipeline, wire, query_id, now=5.003)
+    assert (counting.runs, sockets.finds) == (3, 2)
     pipeline.flush_repeats(now=math.inf)
-    assert recorder.total("sentry.io") == 7
+    assert told[4:] == [(200, 1), (200, 2)]
+    assert sum(n for _, n in told) == 11
 
 
 def test_forget_ends_repeats_at_once_and_keeps_their_counts() -> None:

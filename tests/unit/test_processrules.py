@@ -51,3 +51,22 @@ def test_allow_beats_a_scoped_block() -> None:
     query = make_query("o1.ingest.sentry.io")
     query.process = OLLAMA
     assert not stage.answer(query)
+
+
+def test_while_process_rules_are_in_effect_no_answer_is_repeated_unasked() -> None:
+    """The pipeline's repeats skip the per-client stages; with process rules the answer
+    depends on the program, and a port may change hands between two packets."""
+    rules = ProcessRules([UserRule("o1.ingest.sentry.io", exact=True, processes=("ollama",))])
+    stage = ProcessRulesStage(RuleHolder(ActiveRules(DomainMatcher(), rules, BlockResponse())))
+    query = make_query("other.example")
+    query.process = CURL
+    query.client_reusable_until = 60.0
+    assert not stage.answer(query)
+    assert query.client_reusable_until == query.received_at
+    without = ProcessRulesStage(
+        RuleHolder(ActiveRules(DomainMatcher(), ProcessRules(), BlockResponse()))
+    )
+    query = make_query("other.example")
+    query.client_reusable_until = 60.0
+    without.answer(query)
+    assert query.client_reusable_until == 60.0

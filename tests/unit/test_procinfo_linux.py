@@ -18,9 +18,10 @@ import pytest
 if not sys.platform.startswith("linux"):
     pytest.skip("Linux attribution", allow_module_level=True)
 
+from aidns.resolver.procinfo.common import SocketOwner
 from aidns.resolver.procinfo.linux import FallbackSockets, LinuxProcessLookup
 from aidns.resolver.procinfo.netlink import NetlinkSockets
-from aidns.resolver.procinfo.sockets import ProcNetSockets, SocketOwner
+from aidns.resolver.procinfo.sockets import ProcNetSockets
 from aidns.resolver.query import Transport
 
 from .helpers import FakeProc
@@ -413,3 +414,16 @@ def test_no_process_holding_the_socket_is_said_so(proc: FakeProc) -> None:
     info = lookup.find(Transport.UDP, ("127.0.0.1", 53), ("127.0.0.1", 4000), 1.0)
     assert info is not None and info.pid is None and info.uid == 0
     assert info.note is not None and "no visible process" in info.note
+
+
+def test_a_process_is_read_once_and_a_pid_used_again_is_read_afresh(proc: FakeProc) -> None:
+    proc.add(100, started=500)
+    lookup = LinuxProcessLookup(proc.root, sockets=FixedSockets(None))
+    first = lookup.describe(100, 0, "root")
+    assert (first.name, first.cmdline) == ("proc100", "/bin/proc100 --flag")
+    (proc.root / "100" / "cmdline").write_bytes(b"/bin/proc100\0--changed\0")
+    assert lookup.describe(100, 0, "root") == first  # same pid, start time and name: kept
+    proc.remove(100)
+    proc.add(100, started=900)  # another process got the pid
+    (proc.root / "100" / "cmdline").write_bytes(b"/bin/other\0")
+    assert lookup.describe(100, 0, "root").cmdline == "/bin/other"

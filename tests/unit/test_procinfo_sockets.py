@@ -11,7 +11,8 @@ import pytest
 if not sys.platform.startswith("linux"):
     pytest.skip("Linux attribution", allow_module_level=True)
 
-from aidns.resolver.procinfo.sockets import ProcNetSockets, SocketOwner, candidates
+from aidns.resolver.procinfo.common import SocketOwner
+from aidns.resolver.procinfo.sockets import ProcNetSockets, candidates
 from aidns.resolver.query import Transport
 
 # --- which socket: address forms -------------------------------------------------------------
