@@ -195,6 +195,7 @@ def entry_json(rule: Rule) -> dict[str, Any]:
         "evidence": rule.evidence,
         "verified": rule.verified,
         "note": rule.note,
+        "tools": list(rule.tools),
     }
 
 
