@@ -342,3 +342,57 @@ def test_a_broken_catalogue_file_is_reported_not_raised(
 
 def test_a_missing_catalogue_file_is_fine(tmp_path: Path) -> None:
     assert load_tools([tmp_path / "tools.yaml"]).problems == ()
+
+
+def test_embedded_tools_need_no_match_and_never_name_a_process() -> None:
+    tool = parse_tool(
+        {
+            "name": "somelib",
+            "kind": "embedded",
+            "description": "A library.",
+            "optout": [{"env": "SOMELIB_TELEMETRY=0"}, {"setting": "or a switch"}],
+        }
+    )
+    assert tool.kind is ToolKind.EMBEDDED and tool.rules == ()
+    assert [item.shell_line() for item in tool.optout] == [
+        "export SOMELIB_TELEMETRY=0",
+        "# or a switch",
+    ]
+    assert KnownTools([tool]).tag(ProcessInfo(1, "somelib", exe="/bin/somelib")).tool is None
+    with pytest.raises(ValueError, match="match must be a non-empty list"):
+        parse_tool({"name": "app", "description": "An app."})
+
+
+@pytest.mark.parametrize(
+    ("optout", "error"),
+    [
+        ("DISABLE=1", "optout must be a list"),
+        ([{"env": "DISABLE"}], "is not NAME=value"),
+        ([{"env": "1BAD=1"}], "is not NAME=value"),
+        ([{"env": "A=1", "setting": "x"}], "either `env: NAME=value` or `setting: text`"),
+        ([{"setting": "x", "because": "y"}], "unknown optout key"),
+        ([{"env": "A=1", "alternative": "yes"}], "alternative must be true or false"),
+        ([{"setting": "line\nbreak"}], "control characters"),
+        ([{"setting": "x" * 501}], "1 to 500 characters"),
+    ],
+)
+def test_bad_optouts_are_refused(optout: object, error: str) -> None:
+    entry = {"name": "app", "description": "An app.", "match": [{"process": ["app"]}]}
+    with pytest.raises(ValueError, match=error):
+        parse_tool({**entry, "optout": optout})
+
+
+def test_every_tool_the_issue_names_has_an_optout(catalogue: KnownTools) -> None:
+    wanted = {
+        "claude-code": "DISABLE_TELEMETRY",
+        "huggingface-cli": "HF_HUB_DISABLE_TELEMETRY",
+        "vllm": "VLLM_NO_USAGE_STATS",
+        "ray": "RAY_USAGE_STATS_ENABLED",
+        "crewai": "CREWAI_DISABLE_TELEMETRY",
+        "goose": "GOOSE_TELEMETRY_OFF",
+        "mlflow": "MLFLOW_DISABLE_TELEMETRY",
+        "unstructured": "DO_NOT_TRACK",
+    }
+    for name, variable in wanted.items():
+        tool = catalogue.get(name)
+        assert tool is not None and variable in {o.variable for o in tool.optout}, name
