@@ -19,15 +19,22 @@ def check(
     data_dir: DataDirOption = None,
 ) -> None:
     """Blocked, allowed, watched or forwarded: the verdict for NAME, the rule and list behind
-    it, and that entry's purpose, what blocking it breaks, and the evidence.
+    it, that entry's purpose, what blocking it breaks, and the evidence, and how to turn the
+    tools behind the name off at the source (`aidns optout`).
 
     Exits 1 when NAME is blocked and 0 otherwise, so scripts can test it.
     """
+    from aidns.resolver.procinfo.optout import optouts_for
     from aidns.resolver.rules.inspection import check_name
 
-    verdict = check_name(command_settings(ctx, config, data_dir), name)
+    settings = command_settings(ctx, config, data_dir)
+    verdict = check_name(settings, name)
+    entries = [verdict.entry] if verdict.entry else [m.entry for m in verdict.matches if m.entry]
+    optouts = optouts_for(settings, (tool for entry in entries if entry for tool in entry.tools))
     if as_json:
-        typer.echo(json.dumps(verdict.as_json(), indent=2))
+        typer.echo(
+            json.dumps({**verdict.as_json(), "optout": [o.as_json() for o in optouts]}, indent=2)
+        )
     else:
         decision, entry = verdict.decision, verdict.entry
         typer.echo(f"{verdict.name}: {verdict.verdict}")
@@ -52,6 +59,11 @@ def check(
             typer.echo(f"  also: {match.action} {match.rule} (list {match.list_name}{state})")
         for rule in verdict.surgical:
             typer.echo(f"  surgical rule: {rule}")
+        for advice in optouts:
+            seen = f", seen {advice.queries} times in the query log" if advice.queries else ""
+            typer.echo(f"  turn it off at the source ({advice.name}{seen}):")
+            for item in advice.optout:
+                typer.echo(f"    {item.shell_line()}")
         if verdict.paused_until is not None:
             until = (
                 "you resume" if verdict.paused_until == float("inf") else when(verdict.paused_until)

@@ -46,7 +46,8 @@ def lists(
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Every list: name, action, on or off (and who said so), entries, source, last update."""
+    """Every list: name, action, on or off (and who said so), entries and how many of them have
+    a primary source (EVIDENCED; unverified ones are not counted), source, last update."""
     if ctx.invoked_subcommand is not None:
         return
     from aidns.resolver.rules.inspection import list_infos
@@ -65,14 +66,27 @@ def lists(
             "on": ("on" if info.enabled else "off")
             + ("" if info.why == "default" else f" ({info.why})"),
             "entries": info.entries,
+            "evidenced": info.evidenced if info.evidenced or info.unverified else "-",
             "source": info.source,
             "updated": when(info.updated) or "-",
         }
         for info in infos
     ]
-    columns = [("name", "NAME"), ("action", "ACTION"), ("on", "ON"), ("entries", "ENTRIES")]
+    columns = [
+        ("name", "NAME"),
+        ("action", "ACTION"),
+        ("on", "ON"),
+        ("entries", "ENTRIES"),
+        ("evidenced", "EVIDENCED"),
+    ]
     typer.echo(render(rows, [*columns, ("source", "SOURCE"), ("updated", "UPDATED")]))
     notes = [p for p in problems if not any(p.startswith(i.path) for i in infos)]
+    unverified = [f"{info.name} {info.unverified}" for info in infos if info.unverified]
+    if unverified:
+        notes.append(
+            "unverified entries (no primary source; not counted as evidenced): "
+            + ", ".join(unverified)
+        )
     for info in infos:
         if info.skipped:
             notes.append(f"{info.name}: {info.skipped} lines skipped, e.g. {info.problems[0]}")

@@ -7,6 +7,7 @@ from aidns.cli.errors import reports_errors
 from aidns.cli.hosts import hosts_app
 from aidns.cli.lists import lists_app
 from aidns.cli.log import log, top, who
+from aidns.cli.optout import optout
 from aidns.cli.root import new_app
 from aidns.cli.rules import allow, block, pause, resume, rules, status, unallow, unblock
 from aidns.cli.serve import serve
@@ -19,6 +20,7 @@ for command in COMMANDS:
     app.command()(reports_errors(command))
 app.add_typer(lists_app)
 app.command()(reports_errors(check))
+app.command()(reports_errors(optout))
 app.add_typer(hosts_app)
 app.command()(reports_errors(install))
 app.command()(reports_errors(uninstall))

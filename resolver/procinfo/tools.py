@@ -1,9 +1,11 @@
-"""Known programs: the AI tools and system resolvers a process is tagged with, from tools.yaml."""
+"""Known programs: the AI tools and system resolvers a process is tagged with, from tools.yaml,
+and how each tool's telemetry is turned off at the source (its opt-outs)."""
 
 from __future__ import annotations
 
 import fnmatch
 import re
+import shlex
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -27,11 +29,38 @@ TOOLS_FILE = "tools.yaml"
 class ToolKind(StrEnum):
     AI = "ai"
     RELAY = "relay"
+    EMBEDDED = "embedded"  # runs inside other programs (a library, an editor extension)
 
 
 RULE_KEYS = frozenset({"process", "exe", "cmdline"})
-TOOL_KEYS = frozenset({"name", "description", "homepage", "kind", "note", "match"})
+TOOL_KEYS = frozenset({"name", "description", "homepage", "kind", "note", "match", "optout"})
+OPTOUT_KEYS = frozenset({"env", "setting", "alternative"})
 _TOOL_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+OPTOUT_TEXT_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class OptOut:
+    """One way to turn a tool's telemetry off at the source: an environment variable, or a
+    setting in words. An alternative is another way to the same end, not needed with the rest."""
+
+    variable: str = ""
+    value: str = ""
+    setting: str = ""
+    alternative: bool = False
+
+    def shell_line(self) -> str:
+        """`export NAME=value` ready to paste; a setting, or an alternative, as a comment."""
+        if not self.variable:
+            return f"# {self.setting}"
+        line = f"export {self.variable}={shlex.quote(self.value)}"
+        return f"# or: {line}" if self.alternative else line
+
+    def as_json(self) -> dict[str, Any]:
+        if not self.variable:
+            return {"setting": self.setting, "alternative": self.alternative}
+        return {"env": self.variable, "value": self.value, "alternative": self.alternative}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +92,7 @@ class Tool:
     kind: ToolKind = ToolKind.AI
     note: str | None = None
     homepage: str = ""
+    optout: tuple[OptOut, ...] = ()
 
     def matches(self, info: ProcessInfo) -> bool:
         return any(rule.matches(info.name, info.exe, info.cmdline) for rule in self.rules)
@@ -200,8 +230,13 @@ def parse_tool(entry: Any) -> Tool:
     if kind is ToolKind.RELAY and not note:
         raise ValueError(f"{name}: a relay needs a `note` saying what it hides")
     rules = entry.get("match")
-    if not isinstance(rules, list) or not rules:
+    if kind is ToolKind.EMBEDDED and rules is None:
+        rules = []  # it runs inside other programs: it never names a process itself
+    elif not isinstance(rules, list) or not rules:
         raise ValueError(f"{name}: match must be a non-empty list of rules")
+    optout = entry.get("optout") or []
+    if not isinstance(optout, list):
+        raise ValueError(f"{name}: optout must be a list of `env:` and `setting:` items")
     return Tool(
         name=name,
         description=str(entry.get("description") or ""),
@@ -209,7 +244,31 @@ def parse_tool(entry: Any) -> Tool:
         kind=kind,
         note=note.strip() if note else None,
         rules=tuple(_parse_rule(name, rule) for rule in rules),
+        optout=tuple(_parse_optout(name, item) for item in optout),
     )
+
+
+def _parse_optout(tool: str, item: Any) -> OptOut:
+    """`{env: NAME=value}` or `{setting: text}`, each maybe with `alternative: true`."""
+    if not isinstance(item, dict) or len({"env", "setting"} & set(item)) != 1:
+        raise ValueError(f"{tool}: an optout item has either `env: NAME=value` or `setting: text`")
+    unknown = sorted(set(map(str, item)) - OPTOUT_KEYS)
+    if unknown:
+        raise ValueError(f"{tool}: unknown optout key(s) {', '.join(unknown)}")
+    alternative = item.get("alternative", False)
+    if not isinstance(alternative, bool):
+        raise ValueError(f"{tool}: optout alternative must be true or false")
+    text = item.get("env", item.get("setting"))
+    if not isinstance(text, str) or not text.strip() or len(text) > OPTOUT_TEXT_MAX:
+        raise ValueError(f"{tool}: an optout item's text must be 1 to {OPTOUT_TEXT_MAX} characters")
+    if not text.isprintable():
+        raise ValueError(f"{tool}: optout {text[:40]!r} holds control characters")
+    if "setting" in item:
+        return OptOut(setting=" ".join(text.split()), alternative=alternative)
+    variable, equals, value = text.partition("=")
+    if not equals or not _ENV_NAME.fullmatch(variable) or not value:
+        raise ValueError(f"{tool}: optout env {text!r} is not NAME=value")
+    return OptOut(variable=variable, value=value, alternative=alternative)
 
 
 def _parse_rule(tool: str, rule: Any) -> ToolRule:

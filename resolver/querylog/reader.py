@@ -174,6 +174,16 @@ class QueryLogReader:
             [*values, limit],
         )
 
+    def tools_seen(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Each tool the log names, with its queries and the last time, busiest first."""
+        where, values = LogFilter(since=since).where()
+        where += (" AND " if where else " WHERE ") + "tool IS NOT NULL"
+        return self._rows(
+            "SELECT tool, sum(count) AS count, max(ts) AS last"
+            f" FROM queries{where} GROUP BY tool ORDER BY count DESC, tool",
+            values,
+        )
+
     def close(self) -> None:
         self.connection.close()
 
@@ -218,3 +228,9 @@ def top(
     """The busiest names, processes or tools (`by`), or the most blocked names."""
     with closing(QueryLogReader(data_dir / DB_NAME)) as reader:
         return reader.top(by, since, limit)
+
+
+def tools_seen(data_dir: Path, since: float | None = None) -> list[dict[str, Any]]:
+    """The tools the query log names (`tool`, `count`, `last`), busiest first."""
+    with closing(QueryLogReader(data_dir / DB_NAME)) as reader:
+        return reader.tools_seen(since)

@@ -43,6 +43,8 @@ class ListInfo:
     why: str
     enabled_by_default: bool
     entries: int
+    evidenced: int  # entries with a source and not marked `verified: false`
+    unverified: int  # entries marked `verified: false`: not counted as evidenced coverage
     origin: str  # shipped, added (by `aidns lists add`), or local (a file you put there)
     source: str
     path: str
@@ -62,6 +64,8 @@ class ListInfo:
             "why": self.why,
             "default": self.enabled_by_default,
             "entries": self.entries,
+            "evidenced": self.evidenced,
+            "unverified": self.unverified,
             "origin": self.origin,
             "source": self.source,
             "path": self.path,
@@ -96,6 +100,8 @@ def _info(domain_list: DomainList, settings: Settings, state: ListState) -> List
         why=why,
         enabled_by_default=domain_list.enabled_by_default,
         entries=len(domain_list),
+        evidenced=sum(1 for rule in domain_list.rules if rule.verified and rule.evidence),
+        unverified=sum(1 for rule in domain_list.rules if not rule.verified),
         origin=origin,
         source=str(meta.get("source") or ("shipped" if shipped else path)),
         path=str(path),
@@ -195,6 +201,7 @@ def entry_json(rule: Rule) -> dict[str, Any]:
         "evidence": rule.evidence,
         "verified": rule.verified,
         "note": rule.note,
+        "tools": list(rule.tools),
     }
 
 

@@ -116,6 +116,7 @@ class Rule:
     evidence: str = ""
     verified: bool = True
     note: str = ""
+    tools: tuple[str, ...] = ()  # the tools (tools.yaml names) this entry is evidence for
 
     @property
     def text(self) -> str:
@@ -139,6 +140,7 @@ class DomainList:
     homepage: str = ""
     enabled_by_default: bool = True
     block_ttl_s: int | None = None  # the sinkhole's TTL for this list's names, if not block_ttl
+    tools: tuple[str, ...] = ()  # the tools an entry names when it names none itself
 
     def __len__(self) -> int:
         return len(self.rules) + len(self.subtree_hashes) + len(self.exact_hashes)

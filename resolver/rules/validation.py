@@ -8,9 +8,10 @@ from typing import Any
 import yaml
 
 from aidns.resolver import yamlio
+from aidns.resolver.procinfo.tools import TOOLS_FILE, load_tools
 from aidns.resolver.rules.catalogue import LIST_NAME
 from aidns.resolver.rules.lists import domain_covers, list_files, normalize_domain
-from aidns.resolver.rules.yamllists import LIST_KEYS, parse_switch
+from aidns.resolver.rules.yamllists import LIST_KEYS, parse_switch, tool_names
 
 PURPOSES = (
     "telemetry",
@@ -35,6 +36,7 @@ SHIPPED_ENTRY_KEYS = (
     "evidence",
     "verified",
     "note",
+    "tools",
 )
 # Hosts that many programs share: no shipped list may block them or anything above them.
 # A leading `*.` stands for any name below.
@@ -63,21 +65,36 @@ SHARED_INFRASTRUCTURE = (
     "posthog.com",
     "mixpanel.com",
     "registry.ollama.ai",
+    "cloudflare-dns.com",  # a DoH resolver on Statsig's domain list, and many others' resolver
+    "resources.jetbrains.com",  # JetBrains IDEs' shared configuration host
 )
 
 
 def validate_catalogue(directory: Path) -> list[str]:
     """Everything wrong with the shipped lists in a directory, stricter than loading: required
     keys, known values, evidence for every entry, no name twice, no shared host blocked, and
-    nothing blocked by default that breaks something."""
-    errors: list[str] = []
+    nothing blocked by default that breaks something, and every tool an entry names is in the
+    directory's tools.yaml."""
+    catalogue = load_tools([directory / TOOLS_FILE])
+    errors = list(catalogue.problems)
+    known = {tool.name for tool in catalogue.tools}
     seen: dict[str, str] = {}
     for path in list_files([directory]):
-        errors.extend(_validate_file(path, seen))
+        errors.extend(_validate_file(path, seen, known))
     return errors
 
 
-def _validate_file(path: Path, seen: dict[str, str]) -> list[str]:
+def _tool_errors(value: Any, at: str, known: set[str]) -> list[str]:
+    try:
+        names = tool_names(value)
+    except ValueError as exc:
+        return [f"{at}: {exc}"]
+    return [
+        f"{at}: tools: {name!r} is not a tool in tools.yaml" for name in names if name not in known
+    ]
+
+
+def _validate_file(path: Path, seen: dict[str, str], known: set[str]) -> list[str]:
     where = str(path)
     if path.suffix != ".yaml":
         return [f"{where}: shipped lists are .yaml files"]
@@ -107,6 +124,7 @@ def _validate_file(path: Path, seen: dict[str, str]) -> list[str]:
         errors.append(f"{where}: homepage {homepage!r} is not an https:// address")
     if not str(document.get("description") or "").strip():
         errors.append(f"{where}: description is empty")
+    errors += _tool_errors(document.get("tools"), where, known)
     domains = document.get("domains")
     if not isinstance(domains, list):
         return [*errors, f"{where}: `domains` must be a list"]
@@ -117,6 +135,8 @@ def _validate_file(path: Path, seen: dict[str, str]) -> list[str]:
         errors.extend(
             _validate_entry(entry, at, name, entry_action, default is True and action == "block")
         )
+        if isinstance(entry, dict) and "tools" in entry:
+            errors += _tool_errors(entry["tools"], at, known)
         if isinstance(entry, dict) and isinstance(entry.get("domain"), str):
             domain = entry["domain"]
             if domain in seen:

@@ -24,9 +24,28 @@ from aidns.resolver.rules.lists import (
 )
 from aidns.resolver.rules.parsers import NO_MORE_THAN_DEFAULT, read_limited_list, too_many
 
-LIST_KEYS = {"name", "description", "homepage", "action", "default", "domains", "block_ttl"}
+LIST_KEYS = {
+    "name",
+    "description",
+    "homepage",
+    "action",
+    "default",
+    "tools",
+    "domains",
+    "block_ttl",
+}
 LONGEST_BLOCK_TTL_S = 7 * 86400
-ENTRY_KEYS = {"domain", "match", "action", "purpose", "breaks", "evidence", "verified", "note"}
+ENTRY_KEYS = {
+    "domain",
+    "match",
+    "action",
+    "purpose",
+    "breaks",
+    "evidence",
+    "verified",
+    "note",
+    "tools",
+}
 
 
 def _entry_lines(text: str) -> list[int]:
@@ -92,6 +111,10 @@ def load_yaml_list(path: Path, limits: ListLimits = NO_MORE_THAN_DEFAULT) -> Dom
             f"{LONGEST_BLOCK_TTL_S}",
             source=source,
         )
+    try:
+        tools = tool_names(document.get("tools"))
+    except ValueError as exc:
+        raise ListError(str(exc), source=source) from None
     domain_list = DomainList(
         name=str(document.get("name") or path.stem),
         action=action,
@@ -101,6 +124,7 @@ def load_yaml_list(path: Path, limits: ListLimits = NO_MORE_THAN_DEFAULT) -> Dom
         homepage=str(document.get("homepage") or ""),
         enabled_by_default=default,
         block_ttl_s=block_ttl,
+        tools=tools,
     )
     lines: list[int] | None = None
     for index, item in enumerate(domains):
@@ -119,11 +143,24 @@ def load_yaml_list(path: Path, limits: ListLimits = NO_MORE_THAN_DEFAULT) -> Dom
 _BREAKS = {False: "no", True: "yes"}
 
 
+def tool_names(value: Any) -> tuple[str, ...]:
+    """A `tools:` value: a list of tool names (tools.yaml's), or nothing."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"tools: {excerpt(value)} is not a list of tool names")
+    return tuple(value)
+
+
 def _rule_from_entry(item: Any, domain_list: DomainList) -> Rule:
     if isinstance(item, str):
         exact = item.startswith("=")
         return Rule(
-            normalize_domain(item.lstrip("=")).decode(), domain_list.action, domain_list.name, exact
+            normalize_domain(item.lstrip("=")).decode(),
+            domain_list.action,
+            domain_list.name,
+            exact,
+            tools=domain_list.tools,
         )
     if not isinstance(item, dict) or "domain" not in item:
         raise ValueError(f"an entry must be a name or a mapping with `domain`, not {excerpt(item)}")
@@ -152,6 +189,7 @@ def _rule_from_entry(item: Any, domain_list: DomainList) -> Rule:
         evidence=" ".join(str(item.get("evidence", "")).split()),
         verified=item.get("verified", True) is not False,
         note=" ".join(str(item.get("note", "")).split()),
+        tools=tool_names(item["tools"]) if "tools" in item else domain_list.tools,
     )
 
 

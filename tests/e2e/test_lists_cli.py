@@ -147,7 +147,9 @@ def test_enable_disable_show_and_where_options_go(env: dict[str, str], tmp_path:
 
     unknown = aidns(env, "lists", "enable", "nosuch")
     assert unknown.returncode == 2
-    assert "no list named 'nosuch'; the lists are: aider, amplitude," in unknown.stderr
+    assert "no list named 'nosuch', so nothing changed; the lists are: aider, amplitude," in (
+        unknown.stderr
+    )
 
     # Options before the subcommand count too, and override the environment.
     other = tmp_path / "other-data"
@@ -158,7 +160,7 @@ def test_enable_disable_show_and_where_options_go(env: dict[str, str], tmp_path:
     assert aidns(env, "check", "o1.ingest.sentry.io").returncode == 0
 
     shown = aidns(env, "lists", "show", "sentry").stdout
-    assert shown.startswith("sentry: block, on, 4 entries\n")
+    assert shown.startswith("sentry: block+watch, on, 9 entries\n")
     assert "block  =o19358.ingest.sentry.io  (crash; breaks: no)" in shown
     assert "    evidence: [SRC] sourcegraph/cody@dced3c1:vscode/src/services/sentry" in shown
     as_json = json.loads(aidns(env, "lists", "show", "lmstudio", "--json").stdout)

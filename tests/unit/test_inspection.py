@@ -88,3 +88,21 @@ def test_list_infos_and_show(tmp_path: Path) -> None:
     assert "HF_HUB_DISABLE_TELEMETRY" in hub.note and hub.breaks == "yes"
     with pytest.raises(UnknownListError):
         show_list(settings, "nosuch")
+
+
+def test_lists_count_only_evidenced_entries_as_coverage(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    (own_lists(settings) / "mine.yaml").write_text(
+        "name: mine\ndomains:\n"
+        "  - {domain: a.example, purpose: telemetry, breaks: 'no', evidence: '[SRC] x'}\n"
+        "  - {domain: b.example, purpose: telemetry, breaks: 'no', evidence: guide,\n"
+        "     verified: false}\n"
+        "  - c.example\n"
+    )
+    infos, _ = list_infos(settings)
+    counts = {info.name: (info.entries, info.evidenced, info.unverified) for info in infos}
+    assert counts["mine"] == (3, 1, 1)
+    assert counts["lmstudio"][2] == 1 and counts["jan"][2] == 1 and counts["streamlit"][2] == 1
+    lmstudio = next(info for info in infos if info.name == "lmstudio")
+    assert lmstudio.evidenced == lmstudio.entries - 1
+    assert lmstudio.as_json()["unverified"] == 1

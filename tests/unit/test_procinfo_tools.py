@@ -126,6 +126,46 @@ TAGS = [
         "python server.py --listen",
         "text-generation-webui",
     ),
+    ("claude", "/home/u/.local/bin/claude", "claude", "claude-code"),
+    (
+        "node",
+        "/usr/bin/node",
+        "node /usr/lib/node_modules/@google/gemini-cli/dist/index.js",
+        "gemini-cli",
+    ),
+    ("codex", "/usr/local/bin/codex", "codex exec fix", "codex"),
+    ("cline", "/usr/local/bin/cline", "cline task", "cline"),
+    ("crewai", "/usr/bin/python3.11", "/usr/bin/python3 /home/u/.local/bin/crewai run", "crewai"),
+    (
+        "raylet",
+        "/home/u/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet",
+        None,
+        "ray",
+    ),
+    (
+        "python3",
+        "/usr/bin/python3.11",
+        "python3 /home/u/venv/lib/python3.11/site-packages/ray/dashboard/dashboard.py",
+        "ray",
+    ),
+    ("mlflow", "/usr/bin/python3.11", "/usr/bin/python3 /usr/local/bin/mlflow server", "mlflow"),
+    ("dvc", "/usr/bin/python3.11", "/usr/bin/python3 /usr/local/bin/dvc push", "dvc"),
+    ("qdrant", "/qdrant/qdrant", "./qdrant", "qdrant"),
+    ("weaviate", "/bin/weaviate", "/bin/weaviate --host 0.0.0.0", "weaviate"),
+    ("yolo", "/usr/bin/python3.11", "/usr/bin/python3 /usr/local/bin/yolo predict", "ultralytics"),
+    ("ComfyUI", "/Applications/ComfyUI.app/Contents/MacOS/ComfyUI", None, "comfyui-desktop"),
+    ("chatbox", "/tmp/.mount_Chatbo1/chatbox", None, "chatbox"),
+    ("python3", "/usr/bin/python3.11", "python3 /home/u/Fooocus/entry_with_update.py", "fooocus"),
+    ("pycharm", "/opt/pycharm/bin/pycharm", None, "jetbrains"),
+    ("java", "/usr/bin/java", "java -cp lib/* com.intellij.idea.Main", "jetbrains"),
+    ("openhands", "/usr/local/bin/openhands", "openhands", "openhands"),
+    (
+        "interpreter",
+        "/usr/bin/python3.11",
+        "/usr/bin/python3 /usr/local/bin/interpreter",
+        "open-interpreter",
+    ),
+    ("wandb-core", "/home/u/venv/bin/wandb-core", None, "wandb"),
     ("python3", "/usr/bin/python3.11", "python3 app.py", None),
     ("bash", "/home/jan/bin/tool", "/home/jan/bin/tool", None),  # a user called jan
     ("curl", "/usr/bin/curl", "curl https://example.com/vllm", None),
@@ -193,13 +233,17 @@ def test_tools_yaml_schema() -> None:
     assert len(names) == len(set(names))
     for entry in document["tools"]:
         assert re.fullmatch(r"[a-z0-9][a-z0-9.-]*", entry["name"])
-        assert set(entry) <= {"name", "description", "homepage", "kind", "note", "match"}
+        keys = {"name", "description", "homepage", "kind", "note", "match", "optout"}
+        assert set(entry) <= keys
         assert entry["description"].strip()
-        assert entry.get("kind", "ai") in ("ai", "relay")
+        assert entry.get("kind", "ai") in ("ai", "relay", "embedded")
         if entry.get("kind") == "relay":
             assert entry["note"].strip()
-        assert entry["match"], entry["name"]
-        for rule in entry["match"]:
+        if entry.get("kind") != "embedded":
+            assert entry["match"], entry["name"]
+        for item in entry.get("optout", []):
+            assert set(item) <= {"env", "setting", "alternative"}, entry["name"]
+        for rule in entry.get("match", []):
             assert rule and set(rule) <= {"process", "exe", "cmdline"}, entry["name"]
             for patterns in rule.values():
                 assert isinstance(patterns, list) and all(isinstance(p, str) for p in patterns)
@@ -214,6 +258,11 @@ def test_tools_yaml_schema() -> None:
         "ollama", "lmstudio", "jan", "gpt4all", "anythingllm", "cursor", "windsurf", "vscode",
         "continue", "vllm", "gradio", "streamlit", "jupyter", "open-webui", "chromadb",
         "text-generation-webui", "llama.cpp", "localai",
+        # issue 15
+        "claude-code", "gemini-cli", "codex", "cline", "roo-code", "crewai", "ray", "mlflow",
+        "dvc", "unstructured", "qdrant", "weaviate", "ultralytics", "comfyui-desktop",
+        "chatbox", "fooocus", "jetbrains", "kilo-code", "goose", "openhands",
+        "open-interpreter", "mem0", "haystack", "wandb",
     }  # fmt: skip
     assert wanted_tools <= set(names)
     relays = {t.name for t in catalogue.tools if t.kind is ToolKind.RELAY}
@@ -293,3 +342,57 @@ def test_a_broken_catalogue_file_is_reported_not_raised(
 
 def test_a_missing_catalogue_file_is_fine(tmp_path: Path) -> None:
     assert load_tools([tmp_path / "tools.yaml"]).problems == ()
+
+
+def test_embedded_tools_need_no_match_and_never_name_a_process() -> None:
+    tool = parse_tool(
+        {
+            "name": "somelib",
+            "kind": "embedded",
+            "description": "A library.",
+            "optout": [{"env": "SOMELIB_TELEMETRY=0"}, {"setting": "or a switch"}],
+        }
+    )
+    assert tool.kind is ToolKind.EMBEDDED and tool.rules == ()
+    assert [item.shell_line() for item in tool.optout] == [
+        "export SOMELIB_TELEMETRY=0",
+        "# or a switch",
+    ]
+    assert KnownTools([tool]).tag(ProcessInfo(1, "somelib", exe="/bin/somelib")).tool is None
+    with pytest.raises(ValueError, match="match must be a non-empty list"):
+        parse_tool({"name": "app", "description": "An app."})
+
+
+@pytest.mark.parametrize(
+    ("optout", "error"),
+    [
+        ("DISABLE=1", "optout must be a list"),
+        ([{"env": "DISABLE"}], "is not NAME=value"),
+        ([{"env": "1BAD=1"}], "is not NAME=value"),
+        ([{"env": "A=1", "setting": "x"}], "either `env: NAME=value` or `setting: text`"),
+        ([{"setting": "x", "because": "y"}], "unknown optout key"),
+        ([{"env": "A=1", "alternative": "yes"}], "alternative must be true or false"),
+        ([{"setting": "line\nbreak"}], "control characters"),
+        ([{"setting": "x" * 501}], "1 to 500 characters"),
+    ],
+)
+def test_bad_optouts_are_refused(optout: object, error: str) -> None:
+    entry = {"name": "app", "description": "An app.", "match": [{"process": ["app"]}]}
+    with pytest.raises(ValueError, match=error):
+        parse_tool({**entry, "optout": optout})
+
+
+def test_every_tool_the_issue_names_has_an_optout(catalogue: KnownTools) -> None:
+    wanted = {
+        "claude-code": "DISABLE_TELEMETRY",
+        "huggingface-cli": "HF_HUB_DISABLE_TELEMETRY",
+        "vllm": "VLLM_NO_USAGE_STATS",
+        "ray": "RAY_USAGE_STATS_ENABLED",
+        "crewai": "CREWAI_DISABLE_TELEMETRY",
+        "goose": "GOOSE_TELEMETRY_OFF",
+        "mlflow": "MLFLOW_DISABLE_TELEMETRY",
+        "unstructured": "DO_NOT_TRACK",
+    }
+    for name, variable in wanted.items():
+        tool = catalogue.get(name)
+        assert tool is not None and variable in {o.variable for o in tool.optout}, name

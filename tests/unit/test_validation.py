@@ -28,6 +28,9 @@ def test_every_tool_and_vendor_the_issue_names_has_a_list() -> None:
         *("copilot", "cursor", "codeium", "tabnine", "cody", "aider"),
         *("sentry", "sentry-all", "posthog", "segment", "amplitude", "mixpanel", "bugsnag"),
         *("datadog", "umami", "plausible", "rollbar", "cloud-ai"),
+        # issue 15
+        *("claude-code", "gemini-cli", "codex", "cline", "roo-code", "crewai", "ray", "mlflow"),
+        *("dvc", "unstructured", "qdrant", "weaviate", "chatbox", "jetbrains", "statsig"),
     }
     assert wanted <= names
 
@@ -59,12 +62,54 @@ def default_matcher(*enable: str) -> DomainMatcher:
         ("cas-bridge.xethub.hf.co", Action.WATCHED, "huggingface"),
         ("versions-prod.lmstudio.ai", Action.WATCHED, "lmstudio"),
         ("api.githubcopilot.com", Action.WATCHED, "copilot"),
+        # issue 15: each new entry, as the issue lists it
+        ("statsig.anthropic.com", Action.BLOCKED, "claude-code"),
+        ("o1158394.ingest.us.sentry.io", Action.BLOCKED, "sentry"),
+        ("ab.chatgpt.com", Action.BLOCKED, "codex"),
+        ("o33249.ingest.us.sentry.io", Action.WATCHED, "sentry"),
+        ("data.cline.bot", Action.BLOCKED, "cline"),
+        ("ph.roocode.com", Action.BLOCKED, "roo-code"),
+        ("app.roocode.com", Action.WATCHED, "roo-code"),
+        ("telemetry.crewai.com", Action.BLOCKED, "crewai"),
+        ("usage-stats.ray.io", Action.BLOCKED, "ray"),
+        ("config.mlflow-telemetry.io", Action.BLOCKED, "mlflow"),
+        ("analytics.dvc.org", Action.BLOCKED, "dvc"),
+        ("updater.dvc.org", Action.WATCHED, "dvc"),
+        ("packages.unstructured.io", Action.BLOCKED, "unstructured"),
+        ("telemetry.qdrant.io", Action.BLOCKED, "qdrant"),
+        ("telemetry.weaviate.io", Action.BLOCKED, "weaviate"),
+        ("o4504521589325824.ingest.us.sentry.io", Action.BLOCKED, "sentry"),
+        ("o4507954455314432.ingest.us.sentry.io", Action.BLOCKED, "sentry"),
+        ("plausible.midway.run", Action.BLOCKED, "chatbox"),
+        ("sentry.midway.run", Action.BLOCKED, "chatbox"),
+        ("api.gradio.app", Action.WATCHED, "gradio"),
+        ("analytics.services.jetbrains.com", Action.BLOCKED, "jetbrains"),
+        ("eu.posthog.com", Action.BLOCKED, "posthog"),
+        ("events.eu1.segmentapis.com", Action.BLOCKED, "segment"),
+        ("telemetry.individual.githubcopilot.com", Action.BLOCKED, "copilot"),
     ],
 )
 def test_default_verdicts(name: str, verdict: Action, list_name: str) -> None:
     decision = default_matcher().decide(name.encode())
     assert decision is not None
     assert (decision.action, decision.list_name) == (verdict, list_name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "browser-intake-us5-datadoghq.com",
+        "http-intake.logs.us5.datadoghq.com",
+        "browser-intake-ap2-datadoghq.com",
+    ],
+)
+def test_datadog_reaches_every_program_so_it_blocks_only_when_turned_on(name: str) -> None:
+    assert default_matcher().decide(name.encode()) is None
+    decision = default_matcher("datadog").decide(name.encode())
+    assert decision is not None and (decision.action, decision.list_name) == (
+        Action.BLOCKED,
+        "datadog",
+    )
 
 
 SHARED = [
@@ -88,6 +133,8 @@ SHARED = [
     "posthog.com",
     "us.posthog.com",
     "other-app.a.run.app",
+    "cloudflare-dns.com",
+    "resources.jetbrains.com",
 ]
 
 
@@ -128,6 +175,57 @@ def test_the_seed_articles_names_stay_blocked_but_unverified() -> None:
     for name in ("telemetry.lmstudio.ai", "analytics.jan.ai"):
         assert rules[name].action is ListAction.BLOCK and rules[name].verified is False
     assert all(rule.evidence for rule in rules.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "list_name"),
+    [
+        ("play.googleapis.com", "gemini-cli"),  # a shared Google host: exact, and off
+        ("www.google-analytics.com", "google-analytics"),
+        ("api.statsig.com", "statsig"),
+        ("events.statsigapi.net", "statsig"),
+    ],
+)
+def test_names_off_by_default_block_once_their_list_is_on(name: str, list_name: str) -> None:
+    assert default_matcher().decide(name.encode()) is None
+    decision = default_matcher(list_name).decide(name.encode())
+    assert decision is not None
+    assert (decision.action, decision.list_name) == (Action.BLOCKED, list_name)
+
+
+def test_shared_google_host_is_blocked_exactly() -> None:
+    gemini = default_matcher("gemini-cli")
+    assert gemini.decide(b"other.play.googleapis.com") is None
+    assert gemini.decide(b"googleapis.com") is None
+
+
+def test_unverified_names_are_the_ones_without_a_primary_source() -> None:
+    lists, _ = load_lists([SHIPPED])
+    unverified = {rule.domain for d in lists for rule in d.rules if not rule.verified}
+    assert {"telemetry.lmstudio.ai", "analytics.jan.ai", "webhooks.fivetran.com"} <= unverified
+    assert "ingest.de.sentry.io" not in unverified  # now in Sentry's own documentation
+
+
+def test_new_entries_name_tools_that_have_opt_outs() -> None:
+    lists, _ = load_lists([SHIPPED])
+    rules = {rule.domain: rule for d in lists for rule in d.rules}
+    assert rules["statsig.anthropic.com"].tools == ("claude-code",)
+    assert rules["o1158394.ingest.us.sentry.io"].tools == ("claude-code",)
+    assert "haystack" in rules["eu.posthog.com"].tools
+    assert {"kilo-code", "goose", "openhands", "mem0"} <= set(rules["us.i.posthog.com"].tools)
+
+
+def test_schema_refuses_a_tool_that_tools_yaml_lacks(tmp_path: Path) -> None:
+    (tmp_path / "tools.yaml").write_text(
+        "tools:\n  - name: real\n    description: A tool.\n    match: [{process: [real]}]\n"
+    )
+    (tmp_path / "vendor.yaml").write_text(
+        GOOD.format(name="vendor", domain="t.vendor.example").replace(
+            "domains:", "tools: [real, imaginary]\ndomains:"
+        )
+    )
+    errors = validate_catalogue(tmp_path)
+    assert len(errors) == 1 and "'imaginary' is not a tool in tools.yaml" in errors[0], errors
 
 
 GOOD = """\
