@@ -20,7 +20,7 @@ from aidns.resolver.discovery import default_upstreams, remember_upstreams
 from aidns.resolver.errors import AidnsError
 from aidns.resolver.faults import Faults
 from aidns.resolver.keeper.snapshots import Compiled, SnapshotKeeper
-from aidns.resolver.pipeline import Observer, Pipeline, default_stages
+from aidns.resolver.pipeline import Observer, Pipeline, default_stages, memo_entries
 from aidns.resolver.procinfo.common import NullProcessLookup
 from aidns.resolver.procinfo.lookup import default_lookup
 from aidns.resolver.procinfo.tools import TOOLS_FILE, default_tools
@@ -104,7 +104,13 @@ class Resolver:
         observers: list[Observer] = []
         if settings.query_log.enabled or settings.query_log.jsonl:
             observers.append(self.query_log)
-        self.pipeline = Pipeline(stages, final, observers=observers, faults=self.faults)
+        self.pipeline = Pipeline(
+            stages,
+            final,
+            observers=observers,
+            faults=self.faults,
+            max_entries=memo_entries(settings.cache.size),
+        )
         self.stats = self.pipeline.stats
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp)
         self.started_at = time.time()

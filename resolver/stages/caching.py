@@ -242,6 +242,7 @@ _CACHED = Decision(Action.CACHED)
 class CachingStage:
     name: ClassVar[str] = "caching"
     per_client: ClassVar[bool] = False
+    renews: ClassVar[bool] = True  # a remembered answer's next second is rendered here
 
     def __init__(self, cache: AnswerCache) -> None:
         self.cache = cache
