@@ -8,6 +8,7 @@ of tcpclients.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -51,6 +52,10 @@ class DnsServer:
         self._udp_threads: list[threading.Thread] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        # UDP threads append queries for the loop; the loop is woken only when no wake-up is
+        # pending (deque appends and pops are thread-safe; the flag is cleared before draining)
+        self._handed: collections.deque[tuple[Query, Any]] = collections.deque()
+        self._wake_pending = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -146,9 +151,18 @@ class DnsServer:
                 self._log_unexpected("answering a query")
                 response = reply(query, Rcode.SERVFAIL)
             if response is None:
-                loop.call_soon_threadsafe(self._forward_udp, query, send)
+                self._handed.append((query, send))
+                if not self._wake_pending:
+                    self._wake_pending = True
+                    loop.call_soon_threadsafe(self._forward_handed)
             else:
                 _send_quietly(send, fit_udp(query, response), client)
+
+    def _forward_handed(self) -> None:
+        self._wake_pending = False
+        handed = self._handed
+        while handed:
+            self._forward_udp(*handed.popleft())
 
     def _forward_udp(self, query: Query, send: Any) -> None:
         task = asyncio.ensure_future(self.pipeline.answer_later(query))
