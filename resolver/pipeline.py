@@ -60,6 +60,7 @@ class Stats:
         return sum(self.by_action.values())
 
 
+_UDP = Transport.UDP  # a module global: an enum member read off its class costs 0.1 us
 MIN_MEMO_ENTRIES = 10000
 MEMO_ENTRIES_PER_CACHE_ENTRY = 1.25  # the cache's answers, and room for blocked names besides
 MEMO_SCAN = 64  # entries the eviction hand passes over at most before it evicts one anyway
@@ -214,7 +215,7 @@ class Pipeline:
                 if repeat is not None and repeat.until > now:
                     repeat.count += 1
                     return raw[:2] + repeat.response_after_id
-        query = memo.query.replay(raw, client, Transport.UDP, now, server)
+        query = memo.query.replay(raw, client, _UDP, now, server)
         query.client_reusable_until = math.inf if expired else memo.until
         for stage in self.per_client_stages:
             if stage.answer(query):

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_UDP_PACKET = 65535
+_UDP = Transport.UDP  # a module global: an enum member read off its class costs 0.1 us
 TCP_READ_AHEAD = 16 * 1024  # a TCP client's unread queries held: at most twice this
 
 
@@ -136,7 +137,7 @@ class DnsServer:
                     log.debug("could not answer %s: %s", client, exc)
                 continue
             try:
-                query = Query(data, client, Transport.UDP, now, local)
+                query = Query(data, client, _UDP, now, local)
             except MalformedQuery as exc:
                 response = refusal(data, exc)
                 if response is not None:
