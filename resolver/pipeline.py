@@ -62,7 +62,7 @@ class Stats:
 
 _UDP = Transport.UDP  # a module global: an enum member read off its class costs 0.1 us
 MIN_MEMO_ENTRIES = 10000
-MEMO_ENTRIES_PER_CACHE_ENTRY = 1.25  # the cache's answers, and room for blocked names besides
+MEMO_ENTRIES_PER_CACHE_ENTRY = 1.0  # the same bound as the cache: the memo also holds blocked names
 MEMO_SCAN = 64  # entries the eviction hand passes over at most before it evicts one anyway
 REPEAT_ENTRIES = 20000
 REPEATS_PER_QUESTION = 64

@@ -32,6 +32,8 @@ UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_UDP_PACKET = 65535
 _UDP = Transport.UDP  # a module global: an enum member read off its class costs 0.1 us
 TCP_READ_AHEAD = 16 * 1024  # a TCP client's unread queries held: at most twice this
+MAX_HANDED = 2048  # queries waiting for the loop; beyond it dropped, as a full socket buffer does
+LOOP_BEHIND = "queries dropped: the event loop is behind"
 
 
 class DnsServer:
@@ -152,6 +154,14 @@ class DnsServer:
                 self._log_unexpected("answering a query")
                 response = reply(query, Rcode.SERVFAIL)
             if response is None:
+                if len(self._handed) >= MAX_HANDED:
+                    self.pipeline.faults.note(
+                        LOOP_BEHIND,
+                        "%d queries wait for the event loop, the most allowed; "
+                        "further ones that need an upstream are dropped until it catches up",
+                        MAX_HANDED,
+                    )
+                    continue
                 self._handed.append((query, send))
                 if not self._wake_pending:
                     self._wake_pending = True
