@@ -22,7 +22,7 @@ from aidns.resolver.errors import AidnsError
 from aidns.resolver.faults import Faults
 from aidns.resolver.keeper.logkeeper import LogKeeper
 from aidns.resolver.keeper.snapshots import Compiled, SnapshotKeeper, vanished_shipped_lists
-from aidns.resolver.pipeline import Observer, Pipeline, default_stages
+from aidns.resolver.pipeline import Observer, Pipeline, default_stages, memo_entries
 from aidns.resolver.procinfo.common import NullProcessLookup
 from aidns.resolver.procinfo.lookup import default_lookup
 from aidns.resolver.procinfo.tools import TOOLS_FILE, KnownTools, default_tools
@@ -127,6 +127,7 @@ class Resolver:
             faults=self.faults,
             same_socket=self.attribution.same_socket,
             settle=self.attribution.settle,
+            max_entries=memo_entries(settings.cache.size),
         )
         self.stats = self.pipeline.stats
         self.server = DnsServer(self.pipeline, settings.listen, settings.tcp)

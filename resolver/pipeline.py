@@ -8,6 +8,7 @@ handler per packet served about a quarter of the queries a plain socket loop did
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -25,7 +26,8 @@ class Stage(Protocol):
     A stage whose answer depends on who asks sets `per_client`; one whose answer holds for
     every identical question for a while says so in `query.reusable_until`. A per-client stage
     whose verdict for one client socket holds only for a while lowers
-    `query.client_reusable_until`.
+    `query.client_reusable_until`. A stage that can answer a remembered question again
+    cheaply once its answer's time is up (the cache, whose TTLs count down) sets `renews`.
     """
 
     name: ClassVar[str]
@@ -88,25 +90,41 @@ def _nothing() -> None:
     pass
 
 
-MEMO_ENTRIES = 10000  # per generation
+_UDP = Transport.UDP  # a module global: an enum member read off its class costs 0.1 us
+MIN_MEMO_ENTRIES = 10000
+MEMO_ENTRIES_PER_CACHE_ENTRY = 1.0  # the same bound as the cache: the memo also holds blocked names
+MEMO_SCAN = 64  # entries the eviction hand passes over at most before it evicts one anyway
 REPEAT_ENTRIES = 20000
 REPEATS_PER_QUESTION = 64
 REPEAT_GRACE_S = 1.0  # a repeat is counted for this long after it stops matching
 
 
+def memo_entries(cache_size: int) -> int:
+    """How many questions the memo remembers, for a cache of `cache_size` answers."""
+    return max(MIN_MEMO_ENTRIES, int(cache_size * MEMO_ENTRIES_PER_CACHE_ENTRY))
+
+
 class _Memo:
     """An answer that holds for every client until `until`, as long as the rules are those of
-    `generation`, and the clients seen repeating it."""
+    `generation`, and the clients seen repeating it. `renewer` answers it again once `until`
+    has passed; `used` is the eviction hand's mark (CLOCK): replayed since it last passed."""
 
-    __slots__ = ("generation", "query", "repeats", "response_after_id", "until")
+    __slots__ = ("generation", "query", "renewer", "repeats", "response_after_id", "until", "used")
 
     def __init__(
-        self, query: Query, response_after_id: bytes, until: float, generation: int
+        self,
+        query: Query,
+        response_after_id: bytes,
+        until: float,
+        generation: int,
+        renewer: Stage | None,
     ) -> None:
         self.query = query
         self.response_after_id = response_after_id
         self.until = until
         self.generation = generation
+        self.renewer = renewer
+        self.used = False
         self.repeats: dict[tuple[Any, ...], _Repeat] | None = None
 
 
@@ -141,6 +159,11 @@ class Pipeline:
     effect, and then the process rules stage allows no repeats.)
     A query answered while its process is still being searched for is handed to `settle`,
     which tells the observers once the search ends.
+
+    The memo holds `max_entries` questions and evicts by CLOCK: a question replayed since the
+    hand last passed it gets a second chance, so questions asked once (a stream of new blocked
+    names) go before those asked again, and a working set a little over the bound loses only
+    its overflow. A cached answer whose second is up is rendered again by the cache, unparsed.
     """
 
     def __init__(
@@ -151,17 +174,22 @@ class Pipeline:
         faults: Faults | None = None,
         same_socket: SameSocket | None = None,
         settle: Settle | None = None,
+        max_entries: int = MIN_MEMO_ENTRIES,
     ):
         self.stages = tuple(stages)
         self.per_client_stages = tuple(stage for stage in stages if stage.per_client)
+        self._renewers = tuple(stage for stage in stages if getattr(stage, "renews", False))
         self.final = final
         self.observers = list(observers)
         self.same_socket = same_socket
         self.settle = settle
         self.stats = Stats()
         self.faults = faults or Faults()
+        self.max_entries = max_entries
         self._memo: dict[bytes, _Memo] = {}
-        self._older_memo: dict[bytes, _Memo] = {}
+        self._ring: list[bytes] = []  # the memo's keys, in the order the eviction hand visits
+        self._hand = 0
+        self._memo_lock = threading.Lock()  # serving threads add; hits only read and mark
         self._repeats: list[_Repeat] = []
         self._repeats_lock = threading.Lock()
         self.repeats_started: Callable[[], None] = _nothing  # told, from a serving thread
@@ -176,17 +204,40 @@ class Pipeline:
             if stage.answer(query):
                 response = query.response
                 if query.reusable_until > query.received_at and response is not None:
-                    self._remember(query, response, generation)
+                    renewer = stage if stage in self._renewers else None
+                    self._remember(query, response, generation, renewer)
                 self.finish(query)
                 return response
         return None
 
-    def _remember(self, query: Query, response: bytes, generation: int) -> None:
-        if len(self._memo) >= MEMO_ENTRIES:
-            self._older_memo = self._memo  # two generations: no per-entry eviction cost
-            self._memo = {}
+    def _remember(
+        self, query: Query, response: bytes, generation: int, renewer: Stage | None
+    ) -> None:
         template = query.replay(b"", (), query.transport, 0.0)  # no packet, client or process
-        self._memo[query.raw[2:]] = _Memo(template, response[2:], query.reusable_until, generation)
+        key = query.raw[2:]
+        memo = _Memo(template, response[2:], query.reusable_until, generation, renewer)
+        with self._memo_lock:
+            entries, ring = self._memo, self._ring
+            if key not in entries:
+                if len(ring) < self.max_entries:
+                    ring.append(key)
+                else:
+                    ring[self._evict(entries, ring)] = key
+            entries[key] = memo
+
+    def _evict(self, entries: dict[bytes, _Memo], ring: list[bytes]) -> int:
+        """CLOCK: the ring's slot of an entry evicted, after clearing the marks the hand
+        passed (at most MEMO_SCAN, then the next one goes regardless)."""
+        hand, size, generation = self._hand, len(ring), self.generation
+        for _ in range(MEMO_SCAN):
+            entry = entries.get(ring[hand])
+            if entry is None or not entry.used or entry.generation != generation:
+                break
+            entry.used = False
+            hand = (hand + 1) % size
+        entries.pop(ring[hand], None)
+        self._hand = (hand + 1) % size
+        return hand
 
     def replay(
         self, raw: bytes, client: tuple[Any, ...], now: float, server: tuple[Any, ...] = ()
@@ -194,26 +245,35 @@ class Pipeline:
         """The answer to a UDP packet seen before, if it still holds; None means parse and ask."""
         key = raw[2:]
         memo = self._memo.get(key)
-        if memo is None:
-            memo = self._older_memo.get(key)
-            if memo is None:
-                return None
-            self._memo[key] = memo
-        if memo.until <= now or memo.generation != self.generation:
+        if memo is None or memo.generation != self.generation:
             return None
-        repeats = memo.repeats
-        if repeats is not None:
-            repeat = repeats.get(client)
-            if repeat is not None and repeat.until > now:
-                repeat.count += 1
-                return raw[:2] + repeat.response_after_id
-        query = memo.query.replay(raw, client, Transport.UDP, now, server)
-        query.client_reusable_until = memo.until
+        memo.used = True
+        expired = memo.until <= now
+        if expired:
+            if memo.renewer is None:
+                return None
+        else:
+            repeats = memo.repeats
+            if repeats is not None:
+                repeat = repeats.get(client)
+                if repeat is not None and repeat.until > now:
+                    repeat.count += 1
+                    return raw[:2] + repeat.response_after_id
+        query = memo.query.replay(raw, client, _UDP, now, server)
+        query.client_reusable_until = math.inf if expired else memo.until
         for stage in self.per_client_stages:
             if stage.answer(query):
+                if expired:
+                    query.client_reusable_until = now  # no repeats on an answer that ran out
                 break
         else:
-            query.response = raw[:2] + memo.response_after_id
+            if expired:
+                renewed = self._renew(memo, key, query, now)
+                if renewed is None:
+                    return None  # the cache let it go: parse and ask
+                memo = renewed
+            else:
+                query.response = raw[:2] + memo.response_after_id
         self.finish(query)
         if query.client_reusable_until > now:
             self._add_repeat(memo, client, query)
@@ -228,6 +288,22 @@ class Pipeline:
         check = self.same_socket
         query = repeat.query
         return check is not None and check(query.server, query.client, repeat.socket)
+
+    def _renew(self, memo: _Memo, key: bytes, query: Query, now: float) -> _Memo | None:
+        """A remembered answer whose time is up, answered again by the stage that gave it."""
+        renewer = memo.renewer
+        generation = memo.generation
+        if renewer is None or not renewer.answer(query) or query.response is None:
+            return None
+        until = query.reusable_until
+        query.client_reusable_until = min(query.client_reusable_until, until)
+        if until <= now:
+            return memo  # answered, but not to be remembered any longer
+        renewed = _Memo(memo.query, query.response[2:], until, generation, renewer)
+        renewed.used = True
+        if generation == self.generation:
+            self._memo[key] = renewed  # replaces the entry where it stands
+        return renewed
 
     def _add_repeat(self, memo: _Memo, client: tuple[Any, ...], query: Query) -> None:
         response = query.response
@@ -271,8 +347,8 @@ class Pipeline:
         serving thread decided under the old rules and remembers later is never served."""
         with self._forget_lock:
             self.generation += 1
-            self._memo = {}
-            self._older_memo = {}
+            with self._memo_lock:
+                self._memo, self._ring, self._hand = {}, [], 0
 
     async def answer_later(self, query: Query) -> bytes:
         try:

@@ -17,6 +17,8 @@ from typing import ClassVar
 from aidns.resolver.query import Action, Decision, Query
 from aidns.resolver.rules.active import RuleHolder
 
+_BLOCKED = Action.BLOCKED  # a module global: an enum member read off its class costs 0.1 us
+
 
 class BlockingStage:
     name: ClassVar[str] = "blocking"
@@ -30,11 +32,11 @@ class BlockingStage:
         decision = rules.matcher.decide(query.qname)
         if decision is None:
             return False
-        if decision.action is Action.BLOCKED and rules.paused():
+        if decision.action is _BLOCKED and rules.paused():
             query.decision = Decision(Action.ALLOWED, "paused", decision.list_name)
             return False
         query.decision = decision
-        if decision.action is not Action.BLOCKED:
+        if decision.action is not _BLOCKED:
             return False
         list_name = decision.list_name
         query.response = rules.block_response.reply_to(

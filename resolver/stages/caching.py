@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 import threading
@@ -36,6 +37,7 @@ TYPE_SOA = 6
 STALE_TTL_S = 30  # RFC 8767: the TTL of a stale answer, and how long before asking again
 PREFETCH_SHARE = 0.1  # of the TTL, at its end: a hit then asks the upstream again
 MIN_PREFETCH_TTL_S = 5  # shorter answers are left to expire
+EVICTION_BATCH_SHARE = 64  # a full cache drops 1/64 of its entries, the oldest, at once
 
 
 STALE = Decision(Action.CACHED, rule="stale: no upstream answered")
@@ -251,8 +253,12 @@ class AnswerCache:
         with self._lock:
             entries = self._entries
             entries.pop(key, None)
-            while len(entries) >= self.config.size:
-                del entries[next(iter(entries))]
+            if len(entries) >= self.config.size:
+                # the oldest few at once: finding the first entry walks the slots freed before it
+                excess = len(entries) - self.config.size + 1
+                batch = max(excess, self.config.size // EVICTION_BATCH_SHARE)
+                for old in list(itertools.islice(entries, batch)):
+                    del entries[old]
             entries[key] = entry
 
     def clear(self) -> None:
@@ -266,6 +272,7 @@ _CACHED = Decision(Action.CACHED)
 class CachingStage:
     name: ClassVar[str] = "caching"
     per_client: ClassVar[bool] = False
+    renews: ClassVar[bool] = True  # a remembered answer's next second is rendered here
 
     def __init__(self, cache: AnswerCache) -> None:
         self.cache = cache

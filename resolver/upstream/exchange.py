@@ -16,6 +16,7 @@ from aidns.resolver import validate
 from aidns.resolver.endpoints import Scheme, UpstreamSpec
 from aidns.resolver.errors import ConfigError, UpstreamError
 from aidns.resolver.upstream.bootstrap import AddressFinder, HostAddress
+from aidns.resolver.upstream.datagrams import DatagramPorts
 from aidns.resolver.upstream.streams import StreamConnections, read_exactly
 
 if TYPE_CHECKING:  # dnspython's messages and sockets are imported when a stream needs them
@@ -86,6 +87,7 @@ class UpstreamLink:
         self._client: httpx2.AsyncClient | None = None
         self._client_address: str | None = None
         self.streams = StreamConnections(self._connect)
+        self.datagrams = DatagramPorts(spec.host, spec.port)
 
     async def exchange(self, query_wire: bytes, timeout_s: float) -> bytes:
         """Ask this upstream; the reply carries query_wire's ID. UpstreamError on timeout,
@@ -107,8 +109,17 @@ class UpstreamLink:
             raise UpstreamError(f"{self.spec}: {_first_line(exc)}") from None
 
     async def _udp(self, query_wire: bytes) -> bytes:
+        question = _question(query_wire)
+        response = await self.datagrams.ask(query_wire, question)
+        if response is None:  # every shared socket is full: one of its own
+            response = await self._udp_alone(query_wire, question)
+        if response[2] & TC:
+            return await self._tcp(query_wire)
+        return query_wire[:2] + response[2:]
+
+    async def _udp_alone(self, query_wire: bytes, question: bytes) -> bytes:
         loop = asyncio.get_running_loop()
-        wire_id, question = secrets.token_bytes(2), _question(query_wire)
+        wire_id = secrets.token_bytes(2)
         family = socket.AF_INET6 if ":" in self.spec.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
@@ -119,9 +130,7 @@ class UpstreamLink:
                 if _is_reply_to(response, wire_id, question):
                     break
                 log.debug("%s: ignoring a reply that does not match the query", self.spec)
-        if response[2] & TC:
-            return await self._tcp(query_wire)
-        return query_wire[:2] + response[2:]
+        return response
 
     async def _tcp(self, query_wire: bytes) -> bytes:
         wire_id, question = secrets.token_bytes(2), _question(query_wire)
@@ -206,6 +215,7 @@ class UpstreamLink:
         return self._client
 
     async def aclose(self) -> None:
+        self.datagrams.close()
         await self.streams.aclose()
         client, self._client = self._client, None
         if client is not None:

@@ -120,6 +120,8 @@ class UpstreamPool:
     def ranked(self, now_s: float) -> list[Upstream]:
         """Healthy before cooling down, then lowest RTT. An untried upstream counts as fastest,
         so each gets measured once; ties keep the configured order (the sort is stable)."""
+        if len(self.upstreams) == 1:
+            return self.upstreams[:]
         return sorted(self.upstreams, key=lambda u: (u.cooling_down(now_s), u.rtt_s or 0.0))
 
     async def resolve(self, query_wire: bytes) -> tuple[bytes, Upstream]:

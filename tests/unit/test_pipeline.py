@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from typing import Any, ClassVar
 
@@ -255,3 +256,59 @@ def test_an_answer_decided_under_old_rules_is_never_replayed_under_new_ones() ->
     blocking.answer = rules_change_just_after_deciding  # type: ignore[method-assign]
     assert ask(pipeline, wire, 1, now=1.0) is not None  # blocked, under the old rules
     assert pipeline.replay(b"\x00\x02" + wire[2:], CLIENT, 1.0) is None
+
+
+def test_a_question_asked_again_outlives_a_stream_of_new_ones() -> None:
+    pipeline, _, _, _, _ = build()
+    pipeline.max_entries = 100
+    hot = make_wire("sentry.io")
+    ask(pipeline, hot, 1, now=1.0)
+    for index in range(2000):  # new blocked names, each asked once
+        ask(pipeline, make_wire(f"n{index}.sentry.io"), 2, now=1.0)
+        if index % 20 == 0:
+            client = ("127.0.0.1", 50000 + index)  # a new socket: no repeat, a real replay
+            assert pipeline.replay(b"\x00\x03" + hot[2:], client, 1.0) is not None
+    assert len(pipeline._memo) == 100
+
+
+def test_a_working_set_a_little_over_the_memo_loses_only_its_overflow() -> None:
+    pipeline, _, _, _, _ = build()
+    pipeline.max_entries = 100
+    wires = [make_wire(f"n{index}.sentry.io") for index in range(120)]
+    rng = random.Random(5)
+    for wire in wires:
+        ask(pipeline, wire, 1, now=1.0)
+    replayed = 0
+    for turn in range(3000):
+        raw = b"\x00\x04" + rng.choice(wires)[2:]
+        client = ("127.0.0.1", 20000 + turn)
+        if pipeline.replay(raw, client, 1.0) is not None:
+            replayed += 1
+        else:
+            pipeline.answer_now(Query(raw, client, Transport.UDP, 1.0))
+    assert replayed / 3000 > 0.7  # 100/120 at best; two generations of 50 managed about half
+
+
+def test_a_cached_answer_whose_second_is_up_is_rendered_again_without_parsing() -> None:
+    pipeline, counting, _, _, _ = build()
+    caching = next(stage for stage in pipeline.stages if isinstance(stage, CachingStage))
+    wire = make_wire("example.org")
+    query = Query(wire, CLIENT, Transport.UDP, 0.0)
+    answer = wire[:2] + b"\x81\x80" + wire[4:6] + b"\x00\x01\x00\x00\x00\x00"
+    answer += wire[12 : query.question_end] + b"\xc0\x0c\x00\x01\x00\x01"
+    answer += (300).to_bytes(4, "big") + b"\x00\x04\xc0\x00\x02\x01"
+    caching.cache.store(query, answer)
+    now = time.monotonic()
+    first = ask(pipeline, wire, 1, now)
+    assert first is not None and first[-10:-6] == (300).to_bytes(4, "big")
+    entry = caching.cache._entries[query.cache_key()]
+    entry.stored_at -= 2  # two seconds later, as the cache sees it
+    entry.expires_at -= 2
+    pipeline._memo[wire[2:]].until = now  # and the remembered answer's second is up
+    runs = counting.runs
+    later = time.monotonic()
+    again = pipeline.replay(b"\x00\x05" + wire[2:], OTHER_PORT, later)
+    assert again is not None and again[:2] == b"\x00\x05"
+    assert again[-10:-6] == (298).to_bytes(4, "big")  # the TTL counted down
+    assert counting.runs == runs + 1  # the per-client stages ran; nothing was parsed
+    assert pipeline._memo[wire[2:]].until > later
