@@ -22,6 +22,7 @@ from aidns.resolver.errors import AidnsError
 from aidns.resolver.faults import Faults
 from aidns.resolver.keeper.logkeeper import LogKeeper
 from aidns.resolver.keeper.snapshots import Compiled, SnapshotKeeper, vanished_shipped_lists
+from aidns.resolver.memory import release_memory
 from aidns.resolver.pipeline import Observer, Pipeline, default_stages, memo_entries
 from aidns.resolver.procinfo.common import NullProcessLookup
 from aidns.resolver.procinfo.lookup import default_lookup
@@ -141,7 +142,12 @@ class Resolver:
             told=lambda: self.status_file.changed(),
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.status_file = StatusFile(settings.data_dir, self.status, self.pipeline.activity.arm)
+        self.status_file = StatusFile(
+            settings.data_dir,
+            self.status,
+            self.pipeline.activity.arm,
+            also=release_memory,  # freed answers, memo entries and log records: back to the OS
+        )
         # owned by the event loop; other threads reach them through _on_loop
         self._flush_timer: asyncio.TimerHandle | None = None
         self._pause_timer: asyncio.TimerHandle | None = None

@@ -25,11 +25,13 @@ class StatusFile:
         compose: Callable[[], dict[str, Any]],
         arm: Callable[[], None],
         every_s: float = STATUS_EVERY_S,
+        also: Callable[[], None] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.compose = compose
         self.arm = arm  # asks to be told (through `changed`) of the next query
         self.every_s = every_s
+        self.also = also  # run on the writing thread after each write: housekeeping while busy
         self._lock = threading.Lock()
         self._wanted: asyncio.Event | None = None  # the loop's
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -43,6 +45,12 @@ class StatusFile:
             if shown != unless_shown:
                 write_status(self.data_dir, status)
             return shown
+
+    def _write_and_tidy(self, unless_shown: dict[str, Any] | None) -> dict[str, Any]:
+        shown = self.write(unless_shown)
+        if self.also is not None and shown != unless_shown:
+            self.also()
+        return shown
 
     def changed(self) -> None:
         """From any thread: something the status shows has changed."""
@@ -60,7 +68,7 @@ class StatusFile:
         while True:
             self.arm()
             wanted.clear()
-            shown = await asyncio.to_thread(self.write, written)
+            shown = await asyncio.to_thread(self._write_and_tidy, written)
             if shown == written:
                 await wanted.wait()
                 continue
