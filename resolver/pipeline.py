@@ -97,6 +97,7 @@ MEMO_SCAN = 64  # entries the eviction hand passes over at most before it evicts
 REPEAT_ENTRIES = 20000
 REPEATS_PER_QUESTION = 64
 REPEAT_GRACE_S = 1.0  # a repeat is counted for this long after it stops matching
+REPEAT_HOLD_S = 1.0  # a socket's repeats are answered from its first reply for this long at most
 
 
 def memo_entries(cache_size: int) -> int:
@@ -311,7 +312,8 @@ class Pipeline:
             return
         if memo.repeats is None or len(memo.repeats) >= REPEATS_PER_QUESTION:
             memo.repeats = {}
-        repeat = _Repeat(query, response[2:], query.client_reusable_until)
+        until = min(query.client_reusable_until, query.received_at + REPEAT_HOLD_S)
+        repeat = _Repeat(query, response[2:], until)
         with self._repeats_lock:
             first = not self._repeats
             self._repeats.append(repeat)
