@@ -72,49 +72,44 @@ class AttributionStage:
         self.later = LaterSearches(self._search_later, self._found_later)
 
     def answer(self, query: Query) -> bool:
-        """Attribution costs at most its share of the serving thread's time, the socket's
-        identity check included: beyond it, queries go unattributed (`skipped`)."""
         now = query.received_at
-        if not self._may_look_up(now):
-            self.skipped += 1
-            query.process = SKIPPED  # not remembered: the socket's next query tries again
-            query.client_reusable_until = min(query.client_reusable_until, now)
-            return False
-        started = time.monotonic()
-        try:
-            self._attribute(query, now)
-        finally:
-            self._credit_s -= time.monotonic() - started
-        return False
-
-    def _attribute(self, query: Query, now: float) -> None:
         owner = self._client_socket(query) if self.lookup.identifies_sockets else None
         if owner is not None:
             query.client_socket = owner.identity
             known = self._known.get((query.transport, owner.inode, owner.cookie))
             if known is not None:
                 query.process = known
-                return
+                return False
         elif self.lookup.identifies_sockets:
             query.client_reusable_until = min(query.client_reusable_until, now)
-            return  # the socket is gone already (or unreadable): nobody to find
+            return False  # the socket is gone already (or unreadable): nobody to find
         if owner is not None and self.later.join(query, owner):
             # its socket's first query is being searched for still: one search does for both
             query.process = ProcessInfo(None, None, uid=owner.uid, note=self._out_of_time)
             query.process_pending = True
             query.client_reusable_until = min(query.client_reusable_until, now)
-            return
+            return False
+        if not self._may_look_up(now):
+            self.skipped += 1
+            query.process = SKIPPED  # not remembered: the socket's next query tries again
+            query.client_reusable_until = min(query.client_reusable_until, now)
+            if owner is not None:
+                self._search_on(query, owner)
+            return False
+        started = time.monotonic()
         query.process = info = self._find(query, owner)
+        self._credit_s -= time.monotonic() - started
         if owner is None or info is None or info.pid is None:
             if owner is not None or info is not None:
                 # not known for this very socket: its next query looks again
                 query.client_reusable_until = min(query.client_reusable_until, now)
             if owner is not None and info is not None and info.note == self._out_of_time:
                 self._search_on(query, owner)
-            return
+            return False
         if len(self._known) >= REMEMBERED_SOCKETS:
             self._known.clear()  # thousands of sockets alive at once: start afresh
         self._known[(query.transport, owner.inode, owner.cookie)] = info
+        return False
 
     @property
     def _out_of_time(self) -> str:
