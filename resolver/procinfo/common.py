@@ -85,8 +85,9 @@ class ProcessLookup(Protocol):
         ...
 
 
-class NullProcessLookup:
-    """For platforms where we cannot see sockets: every query's process is unknown."""
+class NoSocketIdentity:
+    """For lookups that cannot name a client's socket (no socket table to ask): nothing is
+    kept per socket, and every query's process is searched for anew."""
 
     identifies_sockets = False
 
@@ -108,16 +109,6 @@ class NullProcessLookup:
     ) -> bool:
         return False
 
-    def find(
-        self,
-        transport: Transport,
-        server: tuple[str, int],
-        client: tuple[str, int],
-        budget_s: float = DEFAULT_BUDGET_S,
-        owner: SocketOwner | None = None,
-    ) -> ProcessInfo | None:
-        return None
-
     def find_later(
         self,
         transport: Transport,
@@ -125,6 +116,20 @@ class NullProcessLookup:
         client: tuple[str, int],
         owner: SocketOwner,
         budget_s: float,
+    ) -> ProcessInfo | None:
+        return None  # never asked: no socket is ever named here
+
+
+class NullProcessLookup(NoSocketIdentity):
+    """For platforms where we cannot see sockets: every query's process is unknown."""
+
+    def find(
+        self,
+        transport: Transport,
+        server: tuple[str, int],
+        client: tuple[str, int],
+        budget_s: float = DEFAULT_BUDGET_S,
+        owner: SocketOwner | None = None,
     ) -> ProcessInfo | None:
         return None
 

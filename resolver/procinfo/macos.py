@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from aidns.resolver.procinfo.common import (
     DEFAULT_BUDGET_S,
-    SOCKET_FALLBACK_S,
+    NoSocketIdentity,
     SocketOwner,
     user_name,
 )
@@ -34,7 +34,7 @@ def is_client_socket(
     return transport is Transport.UDP and sock.remote_port == 0
 
 
-class MacProcessLookup:
+class MacProcessLookup(NoSocketIdentity):
     """ProcessLookup for macOS: libproc, searched newest process first; lsof without libproc.
 
     libproc is asked per process (no socket table to ask first), so without root only our own
@@ -64,36 +64,6 @@ class MacProcessLookup:
         self._lock = threading.Lock()
         if libproc is not None:
             self._list(float("-inf"))
-
-    identifies_sockets = False  # no socket table: each query's socket is searched for anew
-
-    def client_socket(
-        self,
-        transport: Transport,
-        server: tuple[str, int],
-        client: tuple[str, int],
-        fallback_s: float = SOCKET_FALLBACK_S,
-    ) -> SocketOwner | None:
-        return None
-
-    def holds(
-        self,
-        transport: Transport,
-        server: tuple[str, int],
-        client: tuple[str, int],
-        identity: tuple[int, int],
-    ) -> bool:
-        return False
-
-    def find_later(
-        self,
-        transport: Transport,
-        server: tuple[str, int],
-        client: tuple[str, int],
-        owner: SocketOwner,
-        budget_s: float,
-    ) -> ProcessInfo | None:
-        return None  # never asked: no socket is ever named here
 
     def find(
         self,

@@ -396,3 +396,15 @@ def test_every_tool_the_issue_names_has_an_optout(catalogue: KnownTools) -> None
     for name, variable in wanted.items():
         tool = catalogue.get(name)
         assert tool is not None and variable in {o.variable for o in tool.optout}, name
+
+
+def test_a_tool_catalogue_over_its_limit_is_skipped_and_named(tmp_path: Path) -> None:
+    from aidns.resolver.procinfo.tools import TOOLS_MAX_BYTES, load_tools
+
+    big = tmp_path / "tools.yaml"
+    big.write_text("tools:\n" + "#" * TOOLS_MAX_BYTES)
+    loaded = load_tools([big])
+    assert len(loaded) == 0
+    assert loaded.problems == (
+        f"{big}: over {TOOLS_MAX_BYTES:,} bytes, the most a tool catalogue may hold; not read",
+    )
